@@ -1,0 +1,268 @@
+"""The mount daemon's lifecycle: prepare (everything that can fail with a user's mistake), mount,
+serve until unmounted or signalled, and always unmount on the way out.
+
+`prepare` does all blocking set-up before the kernel sees a mount, so `fusefs mount` can report
+an unknown revision or a missing mountpoint as one line. Once mounted, SIGINT/SIGTERM end the FUSE
+loop and the filesystem is unmounted; if the process dies anyway, libfuse's `auto_unmount` (a
+`fusermount3` watching the session) removes the mount, so no dead mount is left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from . import tree as treemod
+from .cache import Cache
+from .config import DvcConfig, user_config_files
+from .errors import UserError
+from .filesystem import FileSystem, RemoteSet, Settings
+from .fuse_ops import Operations
+from .git import Repo, locate
+from .remote import Remote
+from .state import MountRecord, default_cache_dir, log_path, state_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    mountpoint: Path
+    repo: str = "."
+    rev: str = "HEAD"
+    cache_dir: Path | None = None
+    remote: str | None = None
+    allow_other: bool = False
+    debug: bool = False
+    max_tasks: int = 64
+
+
+@dataclass
+class Prepared:
+    options: MountOptions
+    repo: Repo
+    tree: treemod.RevisionTree
+    cache: Cache
+    remotes: RemoteSet
+
+
+def check_fuse() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise UserError("no FUSE available: /dev/fuse is missing (load the fuse module)")
+    if shutil.which("fusermount3") is None:
+        raise UserError(
+            "no FUSE available: fusermount3 is not installed (Debian: apt install fuse3)"
+        )
+
+
+def check_mountpoint(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"mountpoint {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise UserError(f"mountpoint {path}: {exc.strerror}") from None
+        log.warning("%s is a dead mount; clearing it", path)
+        unmount(path, lazy=True)
+        st = os.stat(path)
+    if not os.path.isdir(path):
+        raise UserError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(path):
+        raise UserError(f"mountpoint {path} is busy: something is already mounted there")
+    del st
+
+
+def unmount(path: Path, lazy: bool = False) -> None:
+    cmd = ["fusermount3", "-u", "-q", *(["-z"] if lazy else []), str(path)]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0 and os.geteuid() == 0:
+        proc = subprocess.run(
+            ["umount", *(["-l"] if lazy else []), str(path)], capture_output=True, check=False
+        )
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip()
+        raise UserError(f"cannot unmount {path}: {msg or 'not mounted'}")
+
+
+def prepare(options: MountOptions) -> Prepared:
+    """Everything short of mounting; raises UserError with a one-line reason."""
+    check_fuse()
+    check_mountpoint(options.mountpoint)
+    location = locate(options.repo, state_dir())
+    repo = Repo(location)
+    commit = repo.resolve(options.rev)
+    entries = repo.ls_tree(commit)
+    if not treemod.is_dvc_repo(entries):
+        raise UserError(f"{options.repo} at {options.rev} is not a DVC repository (no .dvc/)")
+    config = _load_config(repo, entries)
+    cache = Cache(_cache_root(options, config, repo))
+    remotes = RemoteSet(_remote(config, options.remote), lambda name: _named_remote(config, name))
+    tree = treemod.build(repo, commit, entries)
+    log.info(
+        "revision %s (%s): %d nodes, %d outputs, %d problems",
+        options.rev,
+        commit[:12],
+        len(tree.nodes),
+        len(tree.outs),
+        len(tree.problems),
+    )
+    return Prepared(options, repo, tree, cache, remotes)
+
+
+def _load_config(repo: Repo, entries: list) -> DvcConfig:  # type: ignore[type-arg]
+    config = DvcConfig()
+    for path in user_config_files():
+        if path.is_file():
+            config.merge(path.read_text(), path.parent)
+    worktree = repo.location.worktree
+    dvc_dir = worktree / ".dvc" if worktree is not None else None
+    blob = next((e.sha for e in entries if e.path == b".dvc/config"), None)
+    if blob is not None:
+        config.merge(repo.read_blob(blob).decode("utf-8", "replace"), dvc_dir)
+    if dvc_dir is not None and (dvc_dir / "config.local").is_file():
+        config.merge((dvc_dir / "config.local").read_text(), dvc_dir)
+    return config
+
+
+def _cache_root(options: MountOptions, config: DvcConfig, repo: Repo) -> Path:
+    if options.cache_dir is not None:
+        return options.cache_dir.resolve()
+    worktree = repo.location.worktree
+    if worktree is None:
+        return default_cache_dir()
+    configured = config.cache_dir
+    return Path(configured) if configured else worktree / ".dvc" / "cache"
+
+
+def _remote(config: DvcConfig, name: str | None, required: bool = False) -> Remote | None:
+    remote_config = config.remote(name)
+    if remote_config is None:
+        if required or name:
+            raise UserError(f"remote {name!r} is not configured")
+        return None
+    url = remote_config.url
+    if "://" not in url and not os.path.isabs(url):
+        raise UserError(
+            f"remote {remote_config.name!r} has a relative url {url!r} and the "
+            "repository has no working tree to resolve it against"
+        )
+    return Remote(remote_config)
+
+
+def _named_remote(config: DvcConfig, name: str) -> Remote:
+    remote = _remote(config, name, required=True)
+    assert remote is not None
+    return remote
+
+
+def serve(prepared: Prepared, ready: Callable[[], None]) -> None:
+    """Mount and serve until unmounted or signalled (blocking)."""
+    trio.run(_serve, prepared, ready)
+
+
+async def _serve(prepared: Prepared, ready: Callable[[], None]) -> None:
+    opts = prepared.options
+    settings = Settings(uid=os.getuid(), gid=os.getgid())
+    async with trio.open_nursery() as nursery:
+        fs = FileSystem(
+            prepared.tree, prepared.repo, prepared.cache, prepared.remotes, settings, nursery
+        )
+        mount_opts = {
+            "fsname=fusefs",
+            "subtype=fusefs",
+            "ro",
+            "default_permissions",
+            "auto_unmount",
+        }
+        if opts.allow_other:
+            mount_opts.add("allow_other")
+        try:
+            pyfuse3.init(Operations(fs), str(opts.mountpoint), mount_opts)
+        except RuntimeError as exc:
+            raise UserError(f"cannot mount at {opts.mountpoint}: {exc}") from None
+        record = _publish(prepared)
+        try:
+            _tune_bdi(opts.mountpoint)
+            ready()
+            nursery.start_soon(_on_signals)
+            await pyfuse3.main(min_tasks=4, max_tasks=opts.max_tasks)
+        finally:
+            log.info("unmounting %s", opts.mountpoint)
+            pyfuse3.close(unmount=True)
+            record.remove()
+            prepared.repo.close()
+            nursery.cancel_scope.cancel()
+
+
+async def _on_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+def _publish(prepared: Prepared) -> MountRecord:
+    opts = prepared.options
+    record = MountRecord(
+        pid=os.getpid(),
+        mountpoint=str(opts.mountpoint),
+        repo=prepared.repo.location.origin,
+        rev=opts.rev,
+        commit=prepared.tree.commit,
+        cache_dir=str(prepared.cache.root),
+        log=str(log_path(opts.mountpoint)),
+    )
+    record.save()
+    return record
+
+
+def _mount_device(mountpoint: Path) -> tuple[int, int] | None:
+    """major:minor of a mount, from mountinfo: a stat() of our own mount would wait on us."""
+    target = str(mountpoint).encode()
+    found = None
+    with open("/proc/self/mountinfo", "rb") as info:
+        for line in info:  # the last match is the newest mount at that path
+            fields = line.split()
+            if _unescape_mountinfo(fields[4]) == target:
+                major, minor = fields[2].split(b":")
+                found = (int(major), int(minor))
+    return found
+
+
+def _unescape_mountinfo(field: bytes) -> bytes:
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def _tune_bdi(mountpoint: Path) -> None:
+    """Larger kernel read-ahead and more background requests (best effort: needs root).
+
+    With the default 128 KiB read-ahead FUSE reads arrive in 128 KiB pieces; 1 MiB requests
+    halve the per-byte overhead of sequential reads. The default `max_background` of 12
+    throttles many concurrent readers.
+    """
+    device = _mount_device(mountpoint)
+    if device is None:
+        return
+    major, minor = device
+    for path, value in (
+        (f"/sys/class/bdi/{major}:{minor}/read_ahead_kb", "1024"),
+        (f"/sys/fs/fuse/connections/{minor}/max_background", "64"),
+        (f"/sys/fs/fuse/connections/{minor}/congestion_threshold", "48"),
+    ):
+        try:
+            Path(path).write_text(value)
+        except OSError as exc:
+            log.debug("cannot tune %s: %s", path, exc)

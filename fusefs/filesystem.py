@@ -1,0 +1,300 @@
+"""The filesystem operations of a read-only revision mount, in fusefs's own types.
+
+Knows nothing of pyfuse3: `fuse_ops` translates. Every failure is an `FsError` with an errno.
+Fast paths run inline on the event loop (a read of a cached object is a memoryview slice of an
+mmap); anything that can block (manifests, sizes, downloads, git blobs) runs in a worker thread
+behind a capacity limiter, shared across callers through single-flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mmap
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from .cache import Cache
+from .errors import FsError, RemoteError
+from .flight import SingleFlight
+from .git import Repo
+from .metafile import MetafileError, parse_manifest
+from .objects import HashInfo
+from .remote import Remote
+from .tree import Kind, Node, RevisionTree
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    inode: int
+    mode: int
+    size: int
+    mtime_ns: int
+    nlink: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    uid: int
+    gid: int
+    metadata_timeout: float = 60.0  # deadline for a manifest or a batch of sizes
+    threads: int = 16
+
+
+class RemoteSet:
+    """The remote each output is fetched from: its own `remote:` field, else the default."""
+
+    def __init__(self, default: Remote | None, factory: Callable[[str], Remote]) -> None:
+        self.default = default
+        self._factory = factory
+        self._named: dict[str, Remote] = {}
+
+    def for_node(self, node: Node) -> Remote | None:
+        name = node.out.remote if node.out is not None else None
+        if name is None:
+            return self.default
+        if name not in self._named:
+            self._named[name] = self._factory(name)
+        return self._named[name]
+
+
+class OpenFile:
+    __slots__ = ("node", "view")
+
+    def __init__(self, node: Node, view: memoryview | None) -> None:
+        self.node = node
+        self.view = view
+
+
+class FileSystem:
+    def __init__(
+        self,
+        tree: RevisionTree,
+        repo: Repo,
+        cache: Cache,
+        remotes: RemoteSet,
+        settings: Settings,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.tree = tree
+        self.repo = repo
+        self.cache = cache
+        self.remotes = remotes
+        self.settings = settings
+        self._limiter = trio.CapacityLimiter(settings.threads)
+        self._fetches: SingleFlight[str] = SingleFlight(nursery)
+        self._expansions: SingleFlight[None] = SingleFlight(nursery)
+        self._sizings: SingleFlight[None] = SingleFlight(nursery)
+        self._handles: dict[int, OpenFile] = {}
+        self._next_fh = 1
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    async def getattr(self, inode: int) -> Attr:
+        node = self.tree.node(inode)
+        if node.size is None and node.kind is Kind.FILE:
+            await self._ensure_sizes(self.tree.node(node.parent))
+        return self._attr(node)
+
+    async def lookup(self, parent_inode: int, name: bytes) -> Attr:
+        parent = await self._expanded(self.tree.node(parent_inode))
+        node = self.tree.lookup(parent, name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        if node.size is None and node.kind is Kind.FILE:
+            await self._ensure_sizes(parent)
+        return self._attr(node)
+
+    async def readdir(self, inode: int, start: int) -> list[tuple[bytes, Attr, int]]:
+        """Entries from offset `start`; each comes with the offset of the one after it."""
+        directory = await self._expanded(self.tree.node(inode))
+        await self._ensure_sizes(directory)
+        listing = self.tree.listing(directory)
+        return [(n.name, self._attr(n), i + 1) for i, n in enumerate(listing[start:], start)]
+
+    async def readlink(self, inode: int) -> bytes:
+        node = self.tree.node(inode)
+        if node.kind is not Kind.LINK or node.blob is None:
+            raise FsError(errno.EINVAL)
+        return await self._to_thread(self.repo.read_blob, node.blob)
+
+    async def opendir(self, inode: int) -> int:
+        node = self.tree.node(inode)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR)
+        await self._expanded(node)
+        return inode
+
+    def _attr(self, node: Node) -> Attr:
+        if node.kind is Kind.DIR:
+            mode = stat.S_IFDIR | 0o555
+            count = len(node.children) if node.children is not None else 0
+            return Attr(node.inode, mode, 4096 if count else 0, self.tree.mtime_ns, 2)
+        if node.kind is Kind.LINK:
+            return Attr(node.inode, stat.S_IFLNK | 0o777, node.size or 0, self.tree.mtime_ns)
+        mode = stat.S_IFREG | (0o555 if node.exec else 0o444)
+        return Attr(node.inode, mode, node.size or 0, self.tree.mtime_ns)
+
+    # -- directory outputs ---------------------------------------------------------------------
+
+    async def _expanded(self, node: Node) -> Node:
+        if node.error is not None:
+            raise FsError(errno.EIO, node.error)
+        if node.children is None:
+            await self._expansions.run(node.inode, lambda: self._expand(node))
+            if node.error is not None:
+                raise FsError(errno.EIO, node.error)
+        return node
+
+    async def _expand(self, node: Node) -> None:
+        if node.children is not None:
+            return
+        assert node.obj is not None
+        hinfo = node.obj
+        remote = self.remotes.for_node(node)
+        try:
+            with trio.fail_after(self.settings.metadata_timeout):
+                entries = await self._to_thread(self._load_manifest, hinfo, remote)
+        except MetafileError as exc:
+            log.error("%s; output %r is not served", exc, self.tree.path_of(node))
+            self.tree.fail(node, str(exc))
+            return
+        except trio.TooSlowError:
+            raise self._remote_failure(hinfo, remote, "timed out fetching manifest") from None
+        except RemoteError as exc:
+            log.error("%s", exc.message)
+            raise FsError(errno.EIO, exc.message) from exc
+        self.tree.expand(node, entries)
+
+    def _load_manifest(self, hinfo: HashInfo, remote: Remote | None) -> list:  # type: ignore[type-arg]
+        path = self.cache.fetch(hinfo, remote)
+        return parse_manifest(path.read_bytes(), f"manifest {hinfo}")
+
+    async def _ensure_sizes(self, directory: Node) -> None:
+        """Resolve the sizes of every file in a folder in one batch (cache first, then remote)."""
+        missing = [n for n in self.tree.listing(directory) if n.size is None and n.obj]
+        if missing:
+            await self._sizings.run(directory.inode, lambda: self._size_batch(missing))
+
+    async def _size_batch(self, nodes: list[Node]) -> None:
+        remote = self.remotes.for_node(nodes[0])
+        try:
+            with trio.fail_after(self.settings.metadata_timeout):
+                sizes = await self._to_thread(self._sizes, [n.obj for n in nodes], remote)
+        except trio.TooSlowError:
+            raise self._remote_failure(nodes[0].obj, remote, "timed out reading sizes") from None
+        except RemoteError as exc:
+            log.error("%s", exc.message)
+            raise FsError(errno.EIO, exc.message) from exc
+        for node in nodes:
+            node.size = sizes[node.obj]  # type: ignore[index]
+
+    def _sizes(self, hashes: list[HashInfo], remote: Remote | None) -> dict[HashInfo, int]:
+        result: dict[HashInfo, int] = {}
+        for hinfo in hashes:
+            size = self.cache.size(hinfo)
+            if size is None:
+                if remote is None:
+                    raise RemoteError(f"object {hinfo} is not cached and no remote is configured")
+                size = remote.size(hinfo)
+            result[hinfo] = size
+        return result
+
+    def _remote_failure(self, hinfo: HashInfo | None, remote: Remote | None, why: str) -> FsError:
+        message = f"object {hinfo} on remote {remote}: {why}"
+        log.error("%s", message)
+        return FsError(errno.EIO, message)
+
+    # -- files --------------------------------------------------------------------------------
+
+    async def open(self, inode: int, write: bool) -> int:
+        node = self.tree.node(inode)
+        if write:
+            raise FsError(errno.EROFS)
+        if node.is_dir:
+            raise FsError(errno.EISDIR)
+        view = self._map_cached(node.obj) if node.obj is not None else None
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = OpenFile(node, view)
+        return fh
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        handle = self._handle(fh)
+        view = handle.view
+        if view is None:
+            view = handle.view = await self._load(handle.node)
+        return view[offset : offset + size]
+
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is not None and handle.view is not None:
+            _unmap(handle.view)
+
+    def _handle(self, fh: int) -> OpenFile:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FsError(errno.EBADF) from None
+
+    def _map_cached(self, hinfo: HashInfo) -> memoryview | None:
+        """Map a cached object (inline: a cache hit costs an open and an mmap); None if absent."""
+        try:
+            fd = os.open(self.cache.path(hinfo), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            length = os.fstat(fd).st_size
+            if length == 0:
+                return memoryview(b"")
+            return memoryview(mmap.mmap(fd, length, prot=mmap.PROT_READ))
+        finally:
+            os.close(fd)
+
+    async def _load(self, node: Node) -> memoryview:
+        if node.obj is None:
+            assert node.blob is not None
+            return memoryview(await self._to_thread(self.repo.read_blob, node.blob))
+        hinfo = node.obj
+        remote = self.remotes.for_node(node)
+        try:
+            await self._fetches.run(hinfo.oid, lambda: self._to_thread(self._fetch, hinfo, remote))
+        except RemoteError as exc:  # IntegrityError included
+            log.error("read of %r: %s", self.tree.path_of(node), exc.message)
+            raise FsError(errno.EIO, exc.message) from exc
+        except FsError as exc:
+            log.error("read of %r: %s", self.tree.path_of(node), exc.message)
+            raise
+        view = self._map_cached(hinfo)
+        if view is None:
+            raise FsError(errno.EIO, f"object {hinfo} vanished from the cache")
+        return view
+
+    def _fetch(self, hinfo: HashInfo, remote: Remote | None) -> str:
+        return str(self.cache.fetch(hinfo, remote))
+
+    async def _to_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(
+            fn, *args, limiter=self._limiter, abandon_on_cancel=True
+        )
+
+    def statfs(self) -> os.statvfs_result:
+        return os.statvfs(self.cache.root)
+
+
+def _unmap(view: memoryview) -> None:
+    base = view.obj
+    view.release()
+    if isinstance(base, mmap.mmap):
+        with contextlib.suppress(BufferError):  # a slice still lives: unmapped when it goes
+            base.close()

@@ -14,7 +14,20 @@ from pathlib import Path
 
 from .errors import UserError
 
-_SECTION = re.compile(r"""^\[\s*'?\s*([^"'\]]+?)\s*(?:"([^"]*)")?\s*'?\s*\]$""")
+_SECTION = re.compile(r"""^\[\s*'?\s*([^"'\]]+?)\s*(?:"([^"]*)")?\s*'?\s*\]\s*(?:\#.*)?$""")
+_QUOTED = re.compile(r"""^(?:"([^"]*)"|'([^']*)')\s*(?:\#.*)?$""")
+# Keys DVC resolves against the folder of the config file that sets them (`Config._map_dirs`).
+_REMOTE_PATH_KEYS = frozenset(
+    {
+        "url",
+        "keyfile",
+        "credentialpath",
+        "cert_path",
+        "key_path",
+        "gdrive_user_credentials_file",
+        "gdrive_service_account_json_file_path",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class DvcConfig:
             target = self.sections.setdefault(section, {})
             for key, value in values.items():
                 if base is not None and _is_path_key(section, key) and _is_relative(value):
-                    value = str((base / value).resolve())
+                    value = os.path.abspath(os.path.join(base, value))
                 target[key] = value
 
     def remote(self, name: str | None) -> RemoteConfig | None:
@@ -57,11 +70,15 @@ class DvcConfig:
 
 
 def _is_path_key(section: str, key: str) -> bool:
-    return (section.startswith('remote "') and key == "url") or (section, key) == ("cache", "dir")
+    if section.startswith('remote "'):
+        return key in _REMOTE_PATH_KEYS
+    return (section, key) == ("cache", "dir")
 
 
 def _is_relative(value: str) -> bool:
-    return "://" not in value and not os.path.isabs(value) and not re.match(r"^[^/]+@[^/]+:", value)
+    if not value or os.path.isabs(value) or re.match(r"^\w+://", value):
+        return False
+    return not re.match(r"^[^/]+@[^/]+:", value)  # scp-style user@host:path
 
 
 def parse_ini(text: str) -> dict[str, dict[str, str]]:
@@ -84,14 +101,22 @@ def parse_ini(text: str) -> dict[str, dict[str, str]]:
         if "=" not in line or current is None:
             raise UserError(f"DVC config line {lineno}: expected 'key = value', got {line!r}")
         key, value = (part.strip() for part in line.split("=", 1))
-        current[key] = _unquote(value)
+        if len(key) >= 2 and key[0] == key[-1] and key[0] in "'\"":
+            key = key[1:-1]
+        if not key:
+            raise UserError(f"DVC config line {lineno}: empty key in {line!r}")
+        current[key] = _value(value, lineno, "value")
     return sections
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
+def _value(text: str, lineno: int, what: str) -> str:
+    """A configobj scalar: quoted (then only a comment may follow) or up to the first `#`."""
+    if text[:1] in ("'", '"'):
+        match = _QUOTED.match(text)
+        if not match:
+            raise UserError(f"DVC config line {lineno}: badly quoted {what} {text!r}")
+        return match.group(1) if match.group(1) is not None else match.group(2)
+    return text.split("#", 1)[0].rstrip()
 
 
 def user_config_files() -> list[Path]:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MAX_METAFILE_BYTES = 16 << 20
 MAX_MANIFEST_BYTES = 512 << 20
+MAX_YAML_DEPTH = 100
+MAX_INT = (1 << 63) - 1  # st_size is a signed 64-bit value
 
 
 class MetafileError(ValueError):
@@ -49,13 +51,23 @@ class ManifestEntry:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases: metafiles never need them, attackers do."""
+    """SafeLoader that refuses aliases (metafiles never need them, attackers do) and nesting
+    deeper than `MAX_YAML_DEPTH` (refused before the recursive composer runs out of stack)."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()  # type: ignore[no-untyped-call]
             raise MetafileError(f"YAML alias at {event.start_mark} is not allowed in a metafile")
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise MetafileError(f"YAML nested deeper than {MAX_YAML_DEPTH} at {event.start_mark}")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def load_yaml(data: bytes, what: str) -> Any:
@@ -64,9 +76,11 @@ def load_yaml(data: bytes, what: str) -> Any:
     try:
         return yaml.load(data, Loader=_NoAliasLoader)
     except MetafileError as exc:
-        raise MetafileError(f"{what}: {exc}") from None
+        raise MetafileError(f"{what}: {_one_line(exc)}") from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as exc:
         raise MetafileError(f"{what}: invalid YAML: {_one_line(exc)}") from None
+    except (LookupError, AttributeError, AssertionError) as exc:  # parser bugs on odd input
+        raise MetafileError(f"{what}: unreadable YAML: {_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -152,8 +166,8 @@ def _opt_int(raw: dict[str, Any], key: str, where: str) -> int | None:
     value = raw.get(key)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MetafileError(f"{where}: {key} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+        raise MetafileError(f"{where}: {key} must be an integer from 0 to {MAX_INT}")
     return value
 
 

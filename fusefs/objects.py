@@ -51,46 +51,53 @@ class HashInfo:
         return self.oid
 
 
+DOS2UNIX_BLOCK = 1 << 20  # DVC 2 read 1 MiB at a time and converted CRLF within each block
+
+
 class Md5Check:
     """Incremental md5 that also accepts DVC 2's dos2unix hashes for legacy objects.
 
     DVC 2 hashed text files after turning CRLF into LF. Raw bytes whose dos2unix md5 matches are
-    still exactly the bytes DVC stored, so both digests are accepted for legacy objects.
+    still exactly the bytes DVC stored, so both digests are accepted for legacy objects. DVC
+    converted each 1 MiB block on its own, so a CRLF straddling a block boundary stayed as it
+    was; that is reproduced here whatever sizes `update` is called with.
     """
 
     def __init__(self, expected: HashInfo) -> None:
         self.expected = expected
         self._raw = hashlib.md5(usedforsecurity=False)
         self._d2u = hashlib.md5(usedforsecurity=False) if expected.legacy else None
-        self._pending_cr = False
+        self._block = bytearray()  # the part of the current DVC block seen so far
         self._saw_crlf = False
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
         self._raw.update(chunk)
-        if self._d2u is not None:
-            self._update_d2u(bytes(chunk))
+        if self._d2u is None:
+            return
+        view = memoryview(chunk).cast("B")
+        while view:
+            room = DOS2UNIX_BLOCK - len(self._block)
+            self._block += view[:room]
+            view = view[room:]
+            if len(self._block) == DOS2UNIX_BLOCK:
+                self._d2u.update(self._dos2unix(self._block))
+                self._block.clear()
 
-    def _update_d2u(self, chunk: bytes) -> None:
-        assert self._d2u is not None
-        if self._pending_cr:
-            chunk = b"\r" + chunk
-            self._pending_cr = False
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-            self._pending_cr = True
-        if b"\r\n" in chunk:
-            self._saw_crlf = True
-            chunk = chunk.replace(b"\r\n", b"\n")
-        self._d2u.update(chunk)
+    def _dos2unix(self, block: bytearray) -> bytes:
+        if b"\r\n" not in block:
+            return bytes(block)
+        self._saw_crlf = True
+        return bytes(block).replace(b"\r\n", b"\n")
 
     def ok(self) -> bool:
+        """Whether the bytes so far hash to the expected md5 (may be called more than once)."""
         if self._raw.hexdigest() == self.expected.md5:
             return True
-        if self._d2u is None or not self._saw_crlf:
+        if self._d2u is None:
             return False
-        if self._pending_cr:
-            self._d2u.update(b"\r")
-        return self._d2u.hexdigest() == self.expected.md5
+        d2u = self._d2u.copy()
+        d2u.update(self._dos2unix(self._block))
+        return self._saw_crlf and d2u.hexdigest() == self.expected.md5
 
     def hexdigest(self) -> str:
         return self._raw.hexdigest()

@@ -14,9 +14,18 @@ class BadPath(ValueError):
     """A path that must not be served."""
 
 
+def _encode(path: str | bytes) -> bytes:
+    if isinstance(path, bytes):
+        return path
+    try:
+        return path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise BadPath(f"path {path!r} is not valid Unicode") from None
+
+
 def split_relpath(path: str | bytes) -> tuple[bytes, ...]:
     """Split a '/'-separated relative path into validated byte components."""
-    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
+    raw = _encode(path)
     if not raw:
         raise BadPath("empty path")
     if raw.startswith(b"/"):
@@ -46,7 +55,7 @@ def join_parts(base: tuple[bytes, ...], rel: str | bytes) -> tuple[bytes, ...]:
     Metafile paths may climb out of the metafile's folder (`path: ../data`), but never out of the
     repository root.
     """
-    raw = rel.encode("utf-8", "surrogateescape") if isinstance(rel, str) else rel
+    raw = _encode(rel)
     if not raw or raw.startswith(b"/") or b"\0" in raw:
         raise BadPath(f"bad path {raw!r}")
     parts = list(base)

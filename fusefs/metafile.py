@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -231,19 +232,72 @@ def _stage_context(
     defs: dict[str, Any], stage_name: str, folder: tuple[bytes, ...], where: str
 ) -> tuple[tuple[bytes, ...], frozenset[tuple[bytes, ...]]]:
     """The folder a stage's paths are relative to, and its outputs marked `cache: false`."""
-    spec = defs.get(stage_name.split("@", 1)[0])
+    name, _, key = stage_name.partition("@")
+    spec = defs.get(name)
+    context: dict[str, Any] = {}
     if isinstance(spec, dict) and isinstance(spec.get("do"), dict):
-        spec = spec["do"]  # foreach/matrix stage
+        context = _foreach_context(spec.get("foreach"), key)  # foreach stage `name@key`
+        spec = spec["do"]
     if not isinstance(spec, dict):
         return folder, frozenset()
     wdir = spec.get("wdir")
     base = folder
-    if isinstance(wdir, str) and "${" not in wdir:
-        base = _resolve_dir(folder, wdir, where)
-    return base, frozenset(_uncached_outs(spec, base))
+    if isinstance(wdir, str):
+        resolved = _interpolate(wdir, context)
+        if resolved is not None:
+            base = _resolve_dir(folder, resolved, where)
+    return base, frozenset(_uncached_outs(spec, base, context))
 
 
-def _uncached_outs(spec: dict[str, Any], base: tuple[bytes, ...]) -> Iterator[tuple[bytes, ...]]:
+def _foreach_context(iterable: Any, key: str) -> dict[str, Any]:
+    """`${key}` and `${item}` of one foreach iteration, keyed as DVC keys them (empty: unknown)."""
+    if isinstance(iterable, dict):
+        items = {_to_str(k): v for k, v in iterable.items()}
+    elif isinstance(iterable, list):
+        if any(isinstance(v, (dict, list)) for v in iterable):
+            items = {str(i): v for i, v in enumerate(iterable)}
+        else:
+            items = {_to_str(v): v for v in iterable}
+    else:
+        return {}  # `foreach: ${from_params}`: not resolvable from dvc.yaml alone
+    if key not in items:
+        return {}
+    return {"key": key, "item": items[key]}
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_TEMPLATE = re.compile(r"\$\{\s*([A-Za-z_][\w.-]*)\s*\}")
+
+
+def _interpolate(text: str, context: dict[str, Any]) -> str | None:
+    """`text` with `${key}`, `${item}`, `${item.field}` substituted; None if any is unknown."""
+    unknown = False
+
+    def lookup(match: re.Match[str]) -> str:
+        nonlocal unknown
+        value: Any = context
+        for part in match.group(1).split("."):
+            if not isinstance(value, dict) or part not in value:
+                unknown = True
+                return ""
+            value = value[part]
+        if isinstance(value, (dict, list)) or value is None:
+            unknown = True
+            return ""
+        return _to_str(value)
+
+    result = _TEMPLATE.sub(lookup, text)
+    return None if unknown or "${" in result else result
+
+
+def _uncached_outs(
+    spec: dict[str, Any], base: tuple[bytes, ...], context: dict[str, Any]
+) -> Iterator[tuple[bytes, ...]]:
     for key in ("outs", "metrics", "plots"):
         entries = spec.get(key)
         if not isinstance(entries, list):
@@ -252,11 +306,17 @@ def _uncached_outs(spec: dict[str, Any], base: tuple[bytes, ...]) -> Iterator[tu
             if not isinstance(entry, dict) or len(entry) != 1:
                 continue
             ((path, flags),) = entry.items()
-            if isinstance(path, str) and isinstance(flags, dict) and flags.get("cache") is False:
-                try:
-                    yield join_parts(base, path)
-                except BadPath:
-                    continue
+            if not isinstance(path, str) or not isinstance(flags, dict):
+                continue
+            if flags.get("cache") is not False:
+                continue
+            resolved = _interpolate(path, context)
+            if resolved is None:
+                continue
+            try:
+                yield join_parts(base, resolved)
+            except BadPath:
+                continue
 
 
 def parse_manifest(data: bytes, name: str) -> list[ManifestEntry]:

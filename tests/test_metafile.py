@@ -392,6 +392,61 @@ def test_lock_foreach_stages() -> None:
     assert _paths(outs) == [b"regions/eu.bin", b"regions/us.bin"]
 
 
+def test_lock_foreach_templates_in_uncached_outs_and_wdir() -> None:
+    dvcyaml = {
+        "stages": {
+            "lst": {
+                "foreach": ["us", "eu"],
+                "do": {"cmd": "x", "outs": ["${item}.bin", {"${item}.log": {"cache": False}}]},
+            },
+            "map": {
+                "foreach": {"a": {"dir": "da", "n": 1}, "b": {"dir": "db", "n": 2}},
+                "do": {
+                    "cmd": "x",
+                    "wdir": "${item.dir}",
+                    "outs": [{"${key}-${item.n}.log": {"cache": False}}, "model"],
+                },
+            },
+            "idx": {
+                "foreach": [{"f": "x"}, {"f": "y"}],
+                "do": {"cmd": "x", "outs": [{"${item.f}.log": {"cache": False}}]},
+            },
+            "params": {
+                "foreach": "${regions}",
+                "do": {"cmd": "x", "wdir": "${item}", "outs": [{"${item}": {"cache": False}}]},
+            },
+        }
+    }
+    stages = {
+        "lst@us": ["us.bin", "us.log"],
+        "lst@eu": ["eu.bin", "eu.log"],
+        "map@a": ["a-1.log", "model"],
+        "map@b": ["b-2.log", "model"],
+        "idx@0": ["x.log"],
+        "idx@1": ["y.log", "x.log"],
+        "params@r": ["r"],
+        "lst@missing": ["m.log"],
+    }
+    doc = {
+        "schema": "2.0",
+        "stages": {
+            name: {"cmd": "x", "outs": [{"path": p, "md5": A} for p in paths]}
+            for name, paths in stages.items()
+        },
+    }
+    outs, problems = lock(doc, dvcyaml)
+    assert problems == []
+    assert _paths(outs) == [
+        b"da/model",
+        b"db/model",
+        b"eu.bin",
+        b"m.log",
+        b"r",
+        b"us.bin",
+        b"x.log",
+    ]
+
+
 def _simple_lock() -> dict[str, Any]:
     return {
         "schema": "2.0",

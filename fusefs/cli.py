@@ -6,13 +6,15 @@ Exit status: 0 success, 1 a problem with what was asked (one line on stderr), 2 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import UserError
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     um.add_argument("mountpoint", type=Path)
     um.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     um.set_defaults(func=cmd_umount)
+    _add_staging_commands(sub)
     return parser
 
 
@@ -90,6 +93,11 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "-f", "--foreground", action="store_true", help="stay in the foreground, logging to stderr"
     )
     p.add_argument("--debug", action="store_true", help="log every request")
+    p.add_argument(
+        "--rw",
+        action="store_true",
+        help="writable: stage changes for 'fusefs commit' (--rev must be a branch)",
+    )
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_mount)
 
@@ -108,6 +116,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         remote=args.remote,
         allow_other=args.allow_other,
         debug=args.debug,
+        rw=args.rw,
     )
     try:
         prepared = prepare(options)
@@ -155,7 +164,8 @@ def _spawn_daemon(args: argparse.Namespace, mountpoint: Path) -> int:
     for flag, value in (("--cache-dir", args.cache_dir), ("--remote", args.remote)):
         if value is not None:
             cmd += [flag, str(value)]
-    cmd += [f for f, on in (("--allow-other", args.allow_other), ("--debug", args.debug)) if on]
+    flags = (("--allow-other", args.allow_other), ("--debug", args.debug), ("--rw", args.rw))
+    cmd += [f for f, on in flags if on]
     with open(logfile, "ab") as log_out:
         proc = subprocess.Popen(
             cmd,
@@ -198,6 +208,185 @@ def _wait_exit(pid: int, timeout: float) -> None:
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
     raise UserError(f"daemon {pid} did not exit within {timeout:g} s")
+
+
+STATUS_EXAMPLES = """\
+examples:
+  fusefs status /mnt/data
+  fusefs status --json /mnt/data | jq '.changes[].path'
+"""
+
+COMMIT_EXAMPLES = """\
+examples:
+  fusefs commit /mnt/data -m "add batch 7"
+  fusefs commit /mnt/data -m "add batch 7" --push --author "Ada <ada@example.com>"
+"""
+
+DISCARD_EXAMPLES = """\
+examples:
+  fusefs discard /mnt/data                         # everything staged
+  fusefs discard /mnt/data /mnt/data/data/images/batch7
+"""
+
+
+def _add_staging_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    raw = argparse.RawDescriptionHelpFormatter
+    st = sub.add_parser(
+        "status",
+        help="list staged changes of a writable mount",
+        epilog=STATUS_EXAMPLES,
+        description="List what is staged in a writable mount: added, modified, deleted and "
+        "renamed paths with sizes, like git status.",
+        formatter_class=raw,
+    )
+    st.add_argument("mountpoint", type=Path)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+    co = sub.add_parser(
+        "commit",
+        help="commit staged changes as dvc add + git commit would",
+        epilog=COMMIT_EXAMPLES,
+        formatter_class=raw,
+        description="Hash staged files into the cache, write .dir objects, .dvc files and "
+        ".gitignore entries as dvc add does, and make one Git commit on the mounted branch. "
+        "Refuses if the branch moved since the mount's base; nothing staged is lost on failure.",
+    )
+    co.add_argument("mountpoint", type=Path)
+    co.add_argument("-m", "--message", required=True, help="commit message")
+    co.add_argument(
+        "--push",
+        action="store_true",
+        help="upload new objects to the default DVC remote before the branch moves",
+    )
+    co.add_argument("--author", help='commit author, "Name <email>"')
+    co.set_defaults(func=cmd_commit)
+    di = sub.add_parser(
+        "discard",
+        help="throw staged changes away",
+        epilog=DISCARD_EXAMPLES,
+        description="Drop staged changes of a writable mount, all of them or those at and "
+        "below the given paths (inside the mount).",
+        formatter_class=raw,
+    )
+    di.add_argument("mountpoint", type=Path)
+    di.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    di.set_defaults(func=cmd_discard)
+
+
+def _control(mountpoint: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    from .control import request
+    from .state import control_socket
+
+    mountpoint = mountpoint.absolute()
+    if MountRecord.load(mountpoint) is None:
+        raise UserError(f"{mountpoint} is not a fusefs mount")
+    sock = control_socket(mountpoint)
+    if not sock.exists():
+        raise UserError(f"{mountpoint} is not a writable mount (mount it with --rw)")
+    for reply in request(sock, message):
+        if "progress" in reply:
+            yield reply
+        elif reply.get("ok"):
+            yield reply
+            return
+        else:
+            raise UserError(str(reply.get("error", "the daemon refused")))
+    raise UserError("the daemon closed the connection without an answer")
+
+
+def _final(mountpoint: Path, message: dict[str, Any]) -> dict[str, Any]:
+    replies = list(_control(mountpoint, message))
+    return replies[-1]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = _final(args.mountpoint, {"op": "status"})
+    if args.json:
+        print(json.dumps(reply, indent=1))
+        return 0
+    changes = reply["changes"]
+    print(f"On branch {reply['branch']} (base {reply['base'][:12]})")
+    if not changes:
+        print("nothing staged")
+        return 0
+    for c in changes:
+        name = c["path"] + ("/" if c["is_dir"] else "")
+        if c["kind"] == "renamed":
+            name = f"{c['old_path']} -> {name}"
+        print(f"  {c['kind']:>9}  {_size(c['size']):>9}  {name}")
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    message = {
+        "op": "commit",
+        "message": args.message,
+        "push": args.push,
+        "author": args.author,
+    }
+    bar = _ProgressBar()
+    result: dict[str, Any] = {}
+    for reply in _control(args.mountpoint, message):
+        if "progress" in reply:
+            bar.show(reply["progress"])
+        else:
+            result = reply
+    bar.done()
+    pushed = f", pushed {result['objects_pushed']} ({_size(result['bytes_pushed'])})"
+    print(
+        f"[{result['commit'][:12]}] {args.message.splitlines()[0]}: "
+        f"{len(result['metafiles'])} metafile(s), {result['objects_added']} new object(s) "
+        f"({_size(result['bytes_added'])}){pushed if args.push else ''}"
+    )
+    return 0
+
+
+class _ProgressBar:
+    """One status line on stderr while a commit hashes and uploads (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self.active = sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def show(self, p: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        frac = min(p["bytes_done"] / max(p["bytes_total"], 1), 1.0)
+        rate = p["bytes_done"] / max(time.monotonic() - self.start, 1e-6)
+        eta = (p["bytes_total"] - p["bytes_done"]) / rate if rate > 0 else 0.0
+        sys.stderr.write(
+            f"\r{p['phase']:>6} [{'#' * int(frac * 30):<30}] "
+            f"{_size(p['bytes_done'])}/{_size(p['bytes_total'])} "
+            f"{p['objects_done']}/{p['objects_total']} objects "
+            f"{_size(int(rate))}/s ETA {eta:.0f}s "
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.active:
+            sys.stderr.write("\n")
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    mountpoint = args.mountpoint.absolute()
+    rel = []
+    for path in args.paths:
+        try:
+            rel.append(str(path.absolute().relative_to(mountpoint)))
+        except ValueError:
+            raise UserError(f"{path} is not inside {mountpoint}") from None
+    reply = _final(mountpoint, {"op": "discard", "paths": rel})
+    print(f"discarded {reply['discarded']} staged change(s)")
+    return 0
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

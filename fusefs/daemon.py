@@ -10,6 +10,7 @@ loop and the filesystem is unmounted; if the process dies anyway, libfuse's `aut
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -23,17 +24,25 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from . import control
 from . import tree as treemod
 from .cache import Cache
 from .config import DvcConfig, user_config_files
-from .errors import UserError
+from .controller import Controller
+from .errors import FsError, UserError
 from .filesystem import FileSystem, RemoteSet, Settings
-from .fuse_ops import Operations
-from .git import Repo, locate
+from .fuse_ops import FOREVER, Operations
+from .git import GitError, Repo, git, is_url, locate
+from .journal import Journal
 from .remote import Remote
-from .state import MountRecord, default_cache_dir, log_path, state_dir
+from .state import MountRecord, control_socket, default_cache_dir, log_path, state_dir
+from .writable import WritableFileSystem
 
 log = logging.getLogger(__name__)
+
+# Writable mounts change under the kernel only through it, except on commit and discard (which
+# invalidate what they touch); a short timeout bounds the cost of anything missed.
+RW_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class MountOptions:
     allow_other: bool = False
     debug: bool = False
     max_tasks: int = 64
+    rw: bool = False
 
 
 @dataclass
@@ -55,6 +65,8 @@ class Prepared:
     tree: treemod.RevisionTree
     cache: Cache
     remotes: RemoteSet
+    journal: Journal | None = None
+    branch: str | None = None
 
 
 def check_fuse() -> None:
@@ -103,6 +115,10 @@ def prepare(options: MountOptions) -> Prepared:
     location = locate(options.repo, state_dir())
     repo = Repo(location)
     commit = repo.resolve(options.rev)
+    branch = journal = None
+    if options.rw:
+        branch = _branch(repo, options.rev)
+        journal, commit = _open_staging(repo, branch, commit)
     entries = repo.ls_tree(commit)
     if not treemod.is_dvc_repo(entries):
         raise UserError(f"{options.repo} at {options.rev} is not a DVC repository (no .dvc/)")
@@ -118,7 +134,55 @@ def prepare(options: MountOptions) -> Prepared:
         len(tree.outs),
         len(tree.problems),
     )
-    return Prepared(options, repo, tree, cache, remotes)
+    return Prepared(options, repo, tree, cache, remotes, journal, branch)
+
+
+def _branch(repo: Repo, rev: str) -> str:
+    """The branch a writable mount commits to; tags, shas and expressions are refused."""
+    name = rev
+    if rev == "HEAD":
+        try:
+            name = git(repo.git_dir, "symbolic-ref", "--short", "HEAD").decode().strip()
+        except GitError:
+            raise UserError("--rw needs --rev to be a branch, and HEAD is detached") from None
+    try:
+        git(repo.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}")
+    except GitError:
+        raise UserError(
+            f"--rw needs --rev to be a branch; {rev!r} is not a branch of {repo.location.origin}"
+        ) from None
+    return name
+
+
+def staging_dir(repo: Repo, branch: str) -> Path:
+    key = f"{repo.git_dir.resolve()}\0{branch}".encode()
+    return state_dir() / "staging" / hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
+
+
+def _open_staging(repo: Repo, branch: str, tip: str) -> tuple[Journal, str]:
+    """Open (and replay) the branch's staging area; returns it and the revision to show.
+
+    Staged changes belong to the revision they were made on: if the branch moved since, the
+    mount shows that older revision, and a commit will refuse rather than overwrite.
+    """
+    try:
+        journal = Journal.open(staging_dir(repo, branch), base_rev=tip.encode())
+    except FsError as exc:
+        raise UserError(f"staging area of branch {branch!r}: {exc.message}") from None
+    base = journal.base_rev.decode()
+    if base == tip:
+        return journal, tip
+    if journal.overlay.is_empty():
+        journal.start_generation(tip.encode())
+        return journal, tip
+    log.warning(
+        "branch %s moved from %s to %s since changes were staged; showing %s with them",
+        branch,
+        base[:12],
+        tip[:12],
+        base[:12],
+    )
+    return journal, base
 
 
 def _load_config(repo: Repo, entries: list) -> DvcConfig:  # type: ignore[type-arg]
@@ -176,25 +240,37 @@ async def _serve(prepared: Prepared, ready: Callable[[], None]) -> None:
     opts = prepared.options
     settings = Settings(uid=os.getuid(), gid=os.getgid())
     async with trio.open_nursery() as nursery:
-        fs = FileSystem(
+        base = FileSystem(
             prepared.tree, prepared.repo, prepared.cache, prepared.remotes, settings, nursery
         )
-        mount_opts = {
-            "fsname=fusefs",
-            "subtype=fusefs",
-            "ro",
-            "default_permissions",
-            "auto_unmount",
-        }
+        fs: FileSystem | WritableFileSystem = base
+        controller = None
+        timeout = FOREVER
+        if prepared.journal is not None:
+            assert prepared.branch is not None
+            fs = WritableFileSystem(base, prepared.journal, nursery)
+            location = prepared.repo.location
+            push_url = (
+                location.origin if location.worktree is None and is_url(location.origin) else None
+            )
+            controller = Controller(fs, prepared.branch, push_url)
+            timeout = RW_TIMEOUT
+        mount_opts = {"fsname=fusefs", "subtype=fusefs", "default_permissions", "auto_unmount"}
+        if controller is None:
+            mount_opts.add("ro")
         if opts.allow_other:
             mount_opts.add("allow_other")
         try:
-            pyfuse3.init(Operations(fs), str(opts.mountpoint), mount_opts)
+            pyfuse3.init(Operations(fs, timeout), str(opts.mountpoint), mount_opts)
         except RuntimeError as exc:
             raise UserError(f"cannot mount at {opts.mountpoint}: {exc}") from None
         record = _publish(prepared)
         try:
             _tune_bdi(opts.mountpoint)
+            if controller is not None:
+                await nursery.start(
+                    control.serve, control_socket(opts.mountpoint), controller.handle
+                )
             ready()
             nursery.start_soon(_on_signals)
             await pyfuse3.main(min_tasks=4, max_tasks=opts.max_tasks)
@@ -203,6 +279,8 @@ async def _serve(prepared: Prepared, ready: Callable[[], None]) -> None:
             pyfuse3.close(unmount=True)
             record.remove()
             prepared.repo.close()
+            if prepared.journal is not None:
+                prepared.journal.close()
             nursery.cancel_scope.cancel()
 
 

@@ -27,7 +27,7 @@ from .git import Repo
 from .metafile import MetafileError, parse_manifest
 from .objects import HashInfo
 from .remote import Remote
-from .tree import Kind, Node, RevisionTree
+from .tree import ROOT_INODE, Kind, Node, RevisionTree
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,37 @@ class OpenFile:
         self.view = view
 
 
-class FileSystem:
+class ReadOnly:
+    """The write operations of a read-only mount: all EROFS."""
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        raise FsError(errno.EROFS)
+
+    async def fsync(self, fh: int) -> None:
+        return None
+
+    async def create(self, parent_inode: int, name: bytes, mode: int) -> tuple[int, Attr]:
+        raise FsError(errno.EROFS)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int) -> Attr:
+        raise FsError(errno.EROFS)
+
+    async def unlink(self, parent_inode: int, name: bytes) -> None:
+        raise FsError(errno.EROFS)
+
+    async def rmdir(self, parent_inode: int, name: bytes) -> None:
+        raise FsError(errno.EROFS)
+
+    async def rename(
+        self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
+        raise FsError(errno.EROFS)
+
+    async def setattr(self, inode: int, size: int | None, mode: int | None) -> Attr:
+        raise FsError(errno.EROFS)
+
+
+class FileSystem(ReadOnly):
     def __init__(
         self,
         tree: RevisionTree,
@@ -91,6 +121,7 @@ class FileSystem:
         self.cache = cache
         self.remotes = remotes
         self.settings = settings
+        self.nursery = nursery
         self._limiter = trio.CapacityLimiter(settings.threads)
         self._fetches: SingleFlight[str] = SingleFlight(nursery)
         self._expansions: SingleFlight[None] = SingleFlight(nursery)
@@ -104,7 +135,7 @@ class FileSystem:
         node = self.tree.node(inode)
         if node.size is None and node.kind is Kind.FILE:
             await self._ensure_sizes(self.tree.node(node.parent))
-        return self._attr(node)
+        return self.attr(node)
 
     async def lookup(self, parent_inode: int, name: bytes) -> Attr:
         parent = await self._expanded(self.tree.node(parent_inode))
@@ -113,14 +144,14 @@ class FileSystem:
             raise FsError(errno.ENOENT)
         if node.size is None and node.kind is Kind.FILE:
             await self._ensure_sizes(parent)
-        return self._attr(node)
+        return self.attr(node)
 
     async def readdir(self, inode: int, start: int) -> list[tuple[bytes, Attr, int]]:
         """Entries from offset `start`; each comes with the offset of the one after it."""
         directory = await self._expanded(self.tree.node(inode))
         await self._ensure_sizes(directory)
         listing = self.tree.listing(directory)
-        return [(n.name, self._attr(n), i + 1) for i, n in enumerate(listing[start:], start)]
+        return [(n.name, self.attr(n), i + 1) for i, n in enumerate(listing[start:], start)]
 
     async def readlink(self, inode: int) -> bytes:
         node = self.tree.node(inode)
@@ -135,7 +166,7 @@ class FileSystem:
         await self._expanded(node)
         return inode
 
-    def _attr(self, node: Node) -> Attr:
+    def attr(self, node: Node) -> Attr:
         if node.kind is Kind.DIR:
             mode = stat.S_IFDIR | 0o555
             count = len(node.children) if node.children is not None else 0
@@ -144,6 +175,86 @@ class FileSystem:
             return Attr(node.inode, stat.S_IFLNK | 0o777, node.size or 0, self.tree.mtime_ns)
         mode = stat.S_IFREG | (0o555 if node.exec else 0o444)
         return Attr(node.inode, mode, node.size or 0, self.tree.mtime_ns)
+
+    # -- base access for the writable overlay -------------------------------------------------
+
+    async def base_node(self, parts: tuple[bytes, ...]) -> Node | None:
+        """The node at a path, expanding directory outputs on the way, its size known."""
+        node = self.tree.node(ROOT_INODE)
+        for part in parts:
+            if not node.is_dir:
+                return None
+            child = self.tree.lookup(await self._expanded(node), part)
+            if child is None:
+                return None
+            node = child
+        if node.kind is Kind.FILE and node.size is None:
+            await self._ensure_sizes(self.tree.node(node.parent))
+        return node
+
+    async def ready_dir(self, node: Node) -> None:
+        """Expand a folder and know the sizes of its files."""
+        await self._expanded(node)
+        await self._ensure_sizes(node)
+
+    def base_node_now(self, parts: tuple[bytes, ...]) -> Node | None:
+        """Like `base_node` for synchronous callers: loads what is missing inline (blocking)."""
+        node = self.tree.node(ROOT_INODE)
+        for part in parts:
+            if not node.is_dir:
+                return None
+            self._expand_now(node)
+            child = self.tree.lookup(node, part)
+            if child is None:
+                return None
+            node = child
+        if node.kind is Kind.FILE and node.size is None:
+            parent = self.tree.node(node.parent)
+            missing = [n for n in self.tree.listing(parent) if n.size is None and n.obj]
+            sizes = self._sizes([n.obj for n in missing if n.obj], self.remotes.for_node(node))
+            for n in missing:
+                n.size = sizes[n.obj]  # type: ignore[index]
+        return node
+
+    def base_listing_now(self, node: Node) -> list[Node]:
+        self._expand_now(node)
+        return self.tree.listing(node)
+
+    def _expand_now(self, node: Node) -> None:
+        if node.error is not None:
+            raise FsError(errno.EIO, node.error)
+        if node.children is not None:
+            return
+        assert node.obj is not None
+        try:
+            entries = self._load_manifest(node.obj, self.remotes.for_node(node))
+        except MetafileError as exc:
+            self.tree.fail(node, str(exc))
+            raise FsError(errno.EIO, str(exc)) from None
+        except RemoteError as exc:
+            raise FsError(errno.EIO, exc.message) from exc
+        self.tree.expand(node, entries)
+
+    def read_base_now(self, node: Node, offset: int, size: int) -> bytes:
+        """Bytes of a base file (blocking when its object is not cached yet)."""
+        if node.obj is None:
+            assert node.blob is not None
+            return self.repo.read_blob(node.blob)[offset : offset + size]
+        view = self.map_cached(node.obj)
+        if view is None:
+            self._fetch(node.obj, self.remotes.for_node(node))
+            view = self.map_cached(node.obj)
+        if view is None:
+            raise FsError(errno.EIO, f"object {node.obj} vanished from the cache")
+        try:
+            return bytes(view[offset : offset + size])
+        finally:
+            _unmap(view)
+
+    async def prefetch(self, node: Node) -> None:
+        """Make a base file's bytes local (cache or git), so later reads do not block."""
+        if node.obj is not None and not self.cache.exists(node.obj):
+            _unmap(await self.load(node))
 
     # -- directory outputs ---------------------------------------------------------------------
 
@@ -217,13 +328,16 @@ class FileSystem:
 
     # -- files --------------------------------------------------------------------------------
 
-    async def open(self, inode: int, write: bool) -> int:
+    def parent_inode(self, inode: int) -> int:
+        return self.tree.node(inode).parent or ROOT_INODE
+
+    async def open(self, inode: int, flags: int) -> int:
         node = self.tree.node(inode)
-        if write:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise FsError(errno.EROFS)
         if node.is_dir:
             raise FsError(errno.EISDIR)
-        view = self._map_cached(node.obj) if node.obj is not None else None
+        view = self.map_cached(node.obj) if node.obj is not None else None
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = OpenFile(node, view)
@@ -233,7 +347,7 @@ class FileSystem:
         handle = self._handle(fh)
         view = handle.view
         if view is None:
-            view = handle.view = await self._load(handle.node)
+            view = handle.view = await self.load(handle.node)
         return view[offset : offset + size]
 
     async def release(self, fh: int) -> None:
@@ -247,7 +361,7 @@ class FileSystem:
         except KeyError:
             raise FsError(errno.EBADF) from None
 
-    def _map_cached(self, hinfo: HashInfo) -> memoryview | None:
+    def map_cached(self, hinfo: HashInfo) -> memoryview | None:
         """Map a cached object (inline: a cache hit costs an open and an mmap); None if absent."""
         try:
             fd = os.open(self.cache.path(hinfo), os.O_RDONLY)
@@ -261,7 +375,7 @@ class FileSystem:
         finally:
             os.close(fd)
 
-    async def _load(self, node: Node) -> memoryview:
+    async def load(self, node: Node) -> memoryview:
         if node.obj is None:
             assert node.blob is not None
             return memoryview(await self._to_thread(self.repo.read_blob, node.blob))
@@ -275,7 +389,7 @@ class FileSystem:
         except FsError as exc:
             log.error("read of %r: %s", self.tree.path_of(node), exc.message)
             raise
-        view = self._map_cached(hinfo)
+        view = self.map_cached(hinfo)
         if view is None:
             raise FsError(errno.EIO, f"object {hinfo} vanished from the cache")
         return view

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import os
+import stat
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -18,6 +18,7 @@ import pyfuse3
 
 from .errors import FsError
 from .filesystem import Attr, FileSystem
+from .writable import WritableFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,19 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: FileSystem) -> None:
+    def __init__(self, fs: FileSystem | WritableFileSystem, timeout: float = FOREVER) -> None:
         super().__init__()
         self.fs = fs
         self.uid = fs.settings.uid
         self.gid = fs.settings.gid
+        self.timeout = timeout
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = attr.inode
         entry.generation = 0
-        entry.entry_timeout = FOREVER
-        entry.attr_timeout = FOREVER
+        entry.entry_timeout = self.timeout
+        entry.attr_timeout = self.timeout
         entry.st_mode = attr.mode
         entry.st_nlink = attr.nlink
         entry.st_uid = self.uid
@@ -79,8 +81,7 @@ class Operations(pyfuse3.Operations):
         if name == b".":
             return self._entry(await self.fs.getattr(parent_inode))
         if name == b"..":
-            parent = self.fs.tree.node(parent_inode).parent or parent_inode
-            return self._entry(await self.fs.getattr(parent))
+            return self._entry(await self.fs.getattr(self.fs.parent_inode(parent_inode)))
         return self._entry(await self.fs.lookup(parent_inode, name))
 
     @_guard
@@ -107,13 +108,24 @@ class Operations(pyfuse3.Operations):
 
     @_guard
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
-        write = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND) != 0
-        fh = await self.fs.open(inode, write)
+        fh = await self.fs.open(inode, flags)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @_guard
     async def read(self, fh: int, off: int, size: int) -> Any:
         return await self.fs.read(fh, off, size)
+
+    @_guard
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.fs.write(fh, off, buf)
+
+    @_guard
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_guard
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.fs.fsync(fh)
 
     @_guard
     async def release(self, fh: int) -> None:
@@ -126,63 +138,74 @@ class Operations(pyfuse3.Operations):
         out.f_bsize = st.f_bsize
         out.f_frsize = st.f_frsize
         out.f_blocks = st.f_blocks
-        out.f_bfree = out.f_bavail = 0
-        out.f_files = len(self.fs.tree.nodes)
-        out.f_ffree = out.f_favail = 0
+        out.f_bfree = st.f_bfree
+        out.f_bavail = st.f_bavail
+        out.f_files = st.f_files
+        out.f_ffree = st.f_ffree
+        out.f_favail = st.f_favail
         out.f_namemax = 255
         return out
 
-    @_guard
-    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
-        if mode & os.W_OK:
-            raise FsError(errno.EROFS)
-        return True
-
     async def forget(self, inode_list: Any) -> None:
-        return None  # nodes of an immutable revision live as long as the mount
+        return None  # inode numbers stay valid for the life of the mount
 
     @_guard
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
-        raise FsError(errno.EROFS)
+        if fields.update_uid or fields.update_gid:
+            raise FsError(errno.EPERM, "DVC does not record file owners")
+        size = attr.st_size if fields.update_size else None
+        mode = attr.st_mode if fields.update_mode else None
+        return self._entry(await self.fs.setattr(inode, size, mode))
 
     @_guard
     async def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
-        raise FsError(errno.EROFS)
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "only regular files can be created")
+        fh, attr = await self.fs.create(parent, name, mode)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(attr)
 
     @_guard
     async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> Any:
-        raise FsError(errno.EROFS)
+        return self._entry(await self.fs.mkdir(parent, name, mode))
 
     @_guard
     async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
-        raise FsError(errno.EROFS)
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, "DVC cannot record device files, sockets or FIFOs")
+        fh, attr = await self.fs.create(parent, name, mode)
+        await self.fs.release(fh)
+        return self._entry(attr)
 
     @_guard
     async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
-        raise FsError(errno.EROFS)
+        await self.fs.unlink(parent, name)
 
     @_guard
     async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
-        raise FsError(errno.EROFS)
+        await self.fs.rmdir(parent, name)
 
     @_guard
     async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Any) -> Any:
-        raise FsError(errno.EROFS)
+        raise FsError(errno.EPERM, "DVC cannot record symlinks inside outputs")
 
     @_guard
     async def link(self, inode: int, new_parent: int, new_name: bytes, ctx: Any) -> Any:
-        raise FsError(errno.EROFS)
+        raise FsError(errno.EPERM, "DVC cannot record hard links")
 
     @_guard
     async def rename(
         self, p_old: int, n_old: bytes, p_new: int, n_new: bytes, flags: int, ctx: Any
     ) -> None:
-        raise FsError(errno.EROFS)
-
-    @_guard
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        raise FsError(errno.EROFS)
+        await self.fs.rename(p_old, n_old, p_new, n_new, flags)
 
     @_guard
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        raise FsError(errno.EROFS)
+        raise FsError(errno.ENOTSUP)
+
+    @_guard
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        raise FsError(pyfuse3.ENOATTR)
+
+    @_guard
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return []

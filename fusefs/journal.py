@@ -818,6 +818,10 @@ class Overlay:
             return node.origin
         return None if isinstance(node, _Whiteout) else node
 
+    def is_empty(self) -> bool:
+        """Whether nothing is staged."""
+        return not self._root.children
+
     def resolve(self, path: bytes) -> Resolution:
         """Where the content of `path` comes from; see `Resolution`."""
         target = self._walk(path)

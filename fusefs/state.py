@@ -67,5 +67,9 @@ class MountRecord:
             self.path_for(Path(self.mountpoint)).unlink(missing_ok=True)
 
 
+def control_socket(mountpoint: Path) -> Path:
+    return state_dir() / "mounts" / f"{mount_id(mountpoint)}.sock"
+
+
 def log_path(mountpoint: Path) -> Path:
     return state_dir() / "logs" / f"{mount_id(mountpoint)}.log"

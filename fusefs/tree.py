@@ -60,6 +60,8 @@ class RevisionTree:
         self.mtime_ns = mtime_ns
         self.nodes: dict[int, Node] = {}
         self.outs: list[Out] = []
+        # output path -> (metafile path, True if a dvc.lock names it): writable mounts need both
+        self.metafiles: dict[tuple[bytes, ...], tuple[bytes, bool]] = {}
         self.problems: list[str] = []
         self._new(ROOT_INODE, b"", Kind.DIR)
 
@@ -134,7 +136,7 @@ class RevisionTree:
                     exec=bool(entry.mode & 0o111),
                 )
 
-    def add_out(self, out: Out) -> None:
+    def add_out(self, out: Out, metafile: bytes = b"", pipeline: bool = False) -> None:
         """Graft one output, creating missing parent folders; conflicts are logged and skipped."""
         node = self.nodes[ROOT_INODE]
         for part in out.path[:-1]:
@@ -166,6 +168,7 @@ class RevisionTree:
                 exec=out.isexec,
             )
         self.outs.append(out)
+        self.metafiles[out.path] = (metafile, pipeline)
 
     @staticmethod
     def _show(out: Out) -> str:
@@ -211,8 +214,8 @@ def build(repo: Repo, commit: str, entries: list[TreeEntry]) -> RevisionTree:
     tree = RevisionTree(commit, repo.commit_time(commit) * 1_000_000_000)
     tree.add_git(entries)
     blobs = {e.path: e.sha for e in entries if e.kind == "blob"}
-    for out in _outs(repo, entries, blobs, tree.problems):
-        tree.add_out(out)
+    for out, metafile in _outs(repo, entries, blobs, tree.problems):
+        tree.add_out(out, metafile, pipeline=metafile.rpartition(b"/")[2] == b"dvc.lock")
     return tree
 
 
@@ -222,8 +225,8 @@ def is_dvc_repo(entries: list[TreeEntry]) -> bool:
 
 def _outs(
     repo: Repo, entries: list[TreeEntry], blobs: dict[bytes, str], problems: list[str]
-) -> list[Out]:
-    outs: list[Out] = []
+) -> list[tuple[Out, bytes]]:
+    outs: list[tuple[Out, bytes]] = []
     for entry in entries:
         if entry.kind != "blob" or entry.mode == 0o120000:
             continue
@@ -249,5 +252,5 @@ def _outs(
         for problem in bad:
             log.warning("%s; left out", problem)
         problems.extend(bad)
-        outs.extend(got)
+        outs.extend((out, entry.path) for out in got)
     return outs

@@ -31,12 +31,17 @@ log = logging.getLogger(__name__)
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root_str = str(root)
         self.private = root / ".fusefs"
         for sub in ("tmp", "locks"):
             (self.private / sub).mkdir(parents=True, exist_ok=True)
 
     def path(self, hinfo: HashInfo) -> Path:
         return self.root / hinfo.relpath
+
+    def path_str(self, hinfo: HashInfo) -> str:
+        """`path` as a string: cheaper on the per-open hot path."""
+        return f"{self._root_str}/{hinfo.relpath}"
 
     def size(self, hinfo: HashInfo) -> int | None:
         """Size of a cached object, None when it is not cached."""

@@ -266,7 +266,7 @@ async def _serve(prepared: Prepared, ready: Callable[[], None]) -> None:
             raise UserError(f"cannot mount at {opts.mountpoint}: {exc}") from None
         record = _publish(prepared)
         try:
-            _tune_bdi(opts.mountpoint)
+            nursery.start_soon(_tune_when_ready, opts.mountpoint)
             if controller is not None:
                 await nursery.start(
                     control.serve, control_socket(opts.mountpoint), controller.handle
@@ -324,6 +324,30 @@ def _unescape_mountinfo(field: bytes) -> bytes:
     return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
 
 
+async def _tune_when_ready(mountpoint: Path) -> None:
+    """Tune once the kernel finished FUSE's INIT handshake, which resets read-ahead.
+
+    A statfs of the mount is answered only after INIT, so it is the signal; it runs in a thread
+    because this loop is the one that answers it.
+    """
+    try:
+        await trio.to_thread.run_sync(os.statvfs, mountpoint, abandon_on_cancel=True)
+    except OSError as exc:
+        log.debug("cannot statfs %s: %s", mountpoint, exc)
+        return
+    _tune_bdi(mountpoint)
+
+
+def _ensure_fusectl() -> None:
+    """max_background lives in the fusectl filesystem, which is not always mounted."""
+    connections = Path("/sys/fs/fuse/connections")
+    if os.geteuid() != 0 or not connections.is_dir() or os.path.ismount(connections):
+        return
+    subprocess.run(
+        ["mount", "-t", "fusectl", "none", str(connections)], capture_output=True, check=False
+    )
+
+
 def _tune_bdi(mountpoint: Path) -> None:
     """Larger kernel read-ahead and more background requests (best effort: needs root).
 
@@ -335,6 +359,7 @@ def _tune_bdi(mountpoint: Path) -> None:
     if device is None:
         return
     major, minor = device
+    _ensure_fusectl()
     for path, value in (
         (f"/sys/class/bdi/{major}:{minor}/read_ahead_kb", "1024"),
         (f"/sys/fs/fuse/connections/{minor}/max_background", "64"),

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+SMALL_FILE = 256 << 10
+
 
 @dataclass(frozen=True, slots=True)
 class Attr:
@@ -337,17 +339,20 @@ class FileSystem(ReadOnly):
             raise FsError(errno.EROFS)
         if node.is_dir:
             raise FsError(errno.EISDIR)
-        view = self.map_cached(node.obj) if node.obj is not None else None
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = OpenFile(node, view)
-        return fh
+        self._handles[fh] = OpenFile(node, None)  # mapped on first read: most opens hit
+        return fh  # the kernel's page cache (keep_cache) and never read through us
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self._handle(fh)
         view = handle.view
         if view is None:
-            view = handle.view = await self.load(handle.node)
+            obj = handle.node.obj
+            view = self.map_cached(obj) if obj is not None else None
+            if view is None:
+                view = await self.load(handle.node)
+            handle.view = view
         return view[offset : offset + size]
 
     async def release(self, fh: int) -> None:
@@ -364,14 +369,16 @@ class FileSystem(ReadOnly):
     def map_cached(self, hinfo: HashInfo) -> memoryview | None:
         """Map a cached object (inline: a cache hit costs an open and an mmap); None if absent."""
         try:
-            fd = os.open(self.cache.path(hinfo), os.O_RDONLY)
+            fd = os.open(self.cache.path_str(hinfo), os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
             length = os.fstat(fd).st_size
-            if length == 0:
-                return memoryview(b"")
-            return memoryview(mmap.mmap(fd, length, prot=mmap.PROT_READ))
+            if length <= SMALL_FILE:  # one pread beats mmap + munmap for small objects
+                return memoryview(os.pread(fd, length, 0))
+            mapping = mmap.mmap(fd, length, prot=mmap.PROT_READ)
+            mapping.madvise(mmap.MADV_SEQUENTIAL)  # kernel read-ahead off the loop
+            return memoryview(mapping)
         finally:
             os.close(fd)
 

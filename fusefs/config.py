@@ -78,6 +78,8 @@ def _is_path_key(section: str, key: str) -> bool:
 def _is_relative(value: str) -> bool:
     if not value or os.path.isabs(value) or re.match(r"^\w+://", value):
         return False
+    if os.path.isabs(os.path.expanduser(value)):
+        return False  # `~/...`: DVC expands it, relative to no config folder
     return not re.match(r"^[^/]+@[^/]+:", value)  # scp-style user@host:path
 
 

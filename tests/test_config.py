@@ -123,7 +123,16 @@ def test_later_files_override_earlier_ones(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["s3://b/p", "gs://b", "ssh://host/p", "azure://c/p", "/abs/store", "user@host:store", ""],
+    [
+        "s3://b/p",
+        "gs://b",
+        "ssh://host/p",
+        "azure://c/p",
+        "/abs/store",
+        "user@host:store",
+        "",
+        "~/store",
+    ],
 )
 def test_urls_that_are_not_resolved(tmp_path: Path, url: str) -> None:
     config = DvcConfig()
@@ -139,6 +148,7 @@ def test_relative_paths_resolve_against_the_config_folder_without_following_link
     config = DvcConfig()
     config.merge(
         "['remote \"r\"']\nurl = ../store\nkeyfile = keys/id\nregion = ../not-a-path\n"
+        "credentialpath = ~/.aws/creds\n"
         "[cache]\ndir = ./c\n",
         tmp_path / "link" / ".dvc",
     )
@@ -146,6 +156,7 @@ def test_relative_paths_resolve_against_the_config_folder_without_following_link
     assert remote["url"] == str(tmp_path / "link" / "store")
     assert remote["keyfile"] == str(tmp_path / "link" / ".dvc" / "keys" / "id")
     assert remote["region"] == "../not-a-path"
+    assert remote["credentialpath"] == "~/.aws/creds"
     assert config.cache_dir == str(tmp_path / "link" / ".dvc" / "c")
 
 

@@ -646,11 +646,13 @@ _KEYS = st.sampled_from(
     ["outs", "path", "md5", "hash", "size", "nfiles", "isexec", "remote", "cache", "wdir",
      "relpath", "schema", "stages", "foreach", "do", "s", "s@a", "x"]
 )  # fmt: skip
-_DOCS = st.recursive(
-    _SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)),
-    max_leaves=25,
-)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5))
+
+
+_DOCS = st.recursive(_SCALARS, _containers, max_leaves=25)
 
 
 def _only_metafile_errors(fn: Any, *args: Any) -> None:

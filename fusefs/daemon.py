@@ -146,7 +146,7 @@ def _branch(repo: Repo, rev: str) -> str:
         except GitError:
             raise UserError("--rw needs --rev to be a branch, and HEAD is detached") from None
     try:
-        git(repo.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}")
+        git(repo.git_dir, "show-ref", "--verify", "--quiet", f"refs/heads/{name}")
     except GitError:
         raise UserError(
             f"--rw needs --rev to be a branch; {rev!r} is not a branch of {repo.location.origin}"

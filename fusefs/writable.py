@@ -224,11 +224,22 @@ class WritableFileSystem:
         """Base entries show write permission where a write would be accepted."""
         if stat.S_ISLNK(mode):
             return mode
+        if stat.S_ISDIR(mode):
+            return mode | 0o200 if self._accepts_children(path) else mode
         try:
             self.check_writable(path)
         except FsError:
             return mode
         return mode | 0o200
+
+    def _accepts_children(self, path: bytes) -> bool:
+        """Folders where new entries may be made: Git folders and non-pipeline outputs."""
+        parts = split(path)
+        if parts and parts[0] in (b".dvc", b".git"):
+            return False
+        root = self.output_root(path) if parts else None
+        entry = self.base.tree.metafiles.get(root) if root is not None else None
+        return not (entry is not None and entry[1])
 
     async def getattr(self, inode: int) -> Attr:
         path = self.ids.path(inode)

@@ -170,9 +170,7 @@ class FileSystem(ReadOnly):
 
     def attr(self, node: Node) -> Attr:
         if node.kind is Kind.DIR:
-            mode = stat.S_IFDIR | 0o555
-            count = len(node.children) if node.children is not None else 0
-            return Attr(node.inode, mode, 4096 if count else 0, self.tree.mtime_ns, 2)
+            return Attr(node.inode, stat.S_IFDIR | 0o555, 4096, self.tree.mtime_ns, 2)
         if node.kind is Kind.LINK:
             return Attr(node.inode, stat.S_IFLNK | 0o777, node.size or 0, self.tree.mtime_ns)
         mode = stat.S_IFREG | (0o555 if node.exec else 0o444)

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -347,6 +348,13 @@ def cmd_commit(args: argparse.Namespace) -> int:
         f"{len(result['metafiles'])} metafile(s), {result['objects_added']} new object(s) "
         f"({_size(result['bytes_added'])}){pushed if args.push else ''}"
     )
+    for tree in result.get("checked_out", []):
+        print(
+            f"note: the branch is checked out in {tree}, whose index and files still show "
+            f"the old revision; to bring them forward: cd {shlex.quote(tree)} && "
+            f"git read-tree -m -u {result['base'][:12]} HEAD && dvc checkout",
+            file=sys.stderr,
+        )
     return 0
 
 

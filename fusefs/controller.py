@@ -18,7 +18,7 @@ import trio
 
 from . import planner
 from . import tree as treemod
-from .commit import CommitRequest, CommitResult, Progress, make_commit
+from .commit import CommitRequest, CommitResult, Progress, checked_out_in, make_commit
 from .errors import UserError
 from .filesystem import FileSystem
 from .journal import Reset
@@ -97,6 +97,7 @@ class Controller:
             return result, new_tree, paths
 
         self.fs.freeze()
+        base_commit = self.fs.base.tree.commit
         try:
             result, new_tree, paths = await trio.to_thread.run_sync(work)
             self._switch(new_tree)
@@ -104,7 +105,8 @@ class Controller:
         finally:
             self.fs.thaw()
         await self._invalidate(paths)
-        return {"ok": True, **asdict(result)}
+        worktrees = [str(p) for p in checked_out_in(self.fs.base.repo, self.branch)]
+        return {"ok": True, **asdict(result), "base": base_commit, "checked_out": worktrees}
 
     def _switch(self, new_tree: treemod.RevisionTree) -> None:
         """Serve the new commit: same content, so only its metafiles look different."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import IntegrityError, RemoteError
 from .objects import HashInfo, Md5Check
 from .remote import CHUNK, Remote
+from .sizes import SizeStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Cache:
         self.private = root / ".fusefs"
         for sub in ("tmp", "locks"):
             (self.private / sub).mkdir(parents=True, exist_ok=True)
+        self.sizes = SizeStore(self.private / "sizes.lmdb")
 
     def path(self, hinfo: HashInfo) -> Path:
         return self.root / hinfo.relpath

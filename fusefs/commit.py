@@ -201,8 +201,8 @@ def _branch_tip(git_dir: Path, branch: str) -> str | None:
 def _moved(branch: str, base: str, now: str | None) -> BranchMovedError:
     where = f"{base[:12]} → {now[:12]}" if now else f"{base[:12]} → deleted"
     return BranchMovedError(
-        f"branch {branch} moved since the mount's base ({where}); staged changes kept; "
-        "remount to rebase them onto the new tip"
+        f"branch {branch} moved since the mount's base ({where}); staged changes kept. "
+        "To commit them on the new tip: copy them out, 'fusefs discard', remount, copy back"
     )
 
 

@@ -134,6 +134,9 @@ def prepare(options: MountOptions) -> Prepared:
         len(tree.outs),
         len(tree.problems),
     )
+    configured = set(config.remote_names())
+    for name in sorted({o.remote for o in tree.outs if o.remote} - configured):
+        log.warning("outputs name remote %r, which is not configured: reading them fails", name)
     return Prepared(options, repo, tree, cache, remotes, journal, branch)
 
 
@@ -222,7 +225,9 @@ def _remote(config: DvcConfig, name: str | None, required: bool = False) -> Remo
             f"remote {remote_config.name!r} has a relative url {url!r} and the "
             "repository has no working tree to resolve it against"
         )
-    return Remote(remote_config)
+    remote = Remote(remote_config)
+    remote.check()
+    return remote
 
 
 def _named_remote(config: DvcConfig, name: str) -> Remote:
@@ -279,6 +284,7 @@ async def _serve(prepared: Prepared, ready: Callable[[], None]) -> None:
             pyfuse3.close(unmount=True)
             record.remove()
             prepared.repo.close()
+            prepared.remotes.close()
             if prepared.journal is not None:
                 prepared.journal.close()
             nursery.cancel_scope.cancel()

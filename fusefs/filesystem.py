@@ -21,7 +21,7 @@ from typing import TypeVar
 import trio
 
 from .cache import Cache
-from .errors import FsError, RemoteError
+from .errors import FsError, RemoteError, UserError
 from .flight import SingleFlight
 from .git import Repo
 from .metafile import MetafileError, parse_manifest
@@ -61,12 +61,20 @@ class RemoteSet:
         self._factory = factory
         self._named: dict[str, Remote] = {}
 
+    def close(self) -> None:
+        for remote in [self.default, *self._named.values()]:
+            if remote is not None:
+                remote.close()
+
     def for_node(self, node: Node) -> Remote | None:
         name = node.out.remote if node.out is not None else None
         if name is None:
             return self.default
         if name not in self._named:
-            self._named[name] = self._factory(name)
+            try:
+                self._named[name] = self._factory(name)
+            except UserError as exc:
+                raise FsError(errno.EIO, f"{node.out.source if node.out else ''}: {exc}") from None
         return self._named[name]
 
 
@@ -311,14 +319,29 @@ class FileSystem(ReadOnly):
             node.size = sizes[node.obj]  # type: ignore[index]
 
     def _sizes(self, hashes: list[HashInfo], remote: Remote | None) -> dict[HashInfo, int]:
+        """Sizes from the cache, then the size store, then one batched remote request.
+
+        Objects the remote lacks get size 0 (a read of them fails with EIO, logged).
+        """
         result: dict[HashInfo, int] = {}
         for hinfo in hashes:
             size = self.cache.size(hinfo)
-            if size is None:
-                if remote is None:
-                    raise RemoteError(f"object {hinfo} is not cached and no remote is configured")
-                size = remote.size(hinfo)
-            result[hinfo] = size
+            if size is not None:
+                result[hinfo] = size
+        missing = [h for h in hashes if h not in result]
+        if missing:
+            result.update(self.cache.sizes.get_many(missing))
+            missing = [h for h in missing if h not in result]
+        if missing:
+            if remote is None:
+                raise RemoteError(f"object {missing[0]} is not cached and no remote is configured")
+            fetched = remote.sizes(missing)
+            self.cache.sizes.put_many(fetched)
+            result.update(fetched)
+            for hinfo in missing:
+                if hinfo not in fetched:
+                    log.error("object %s is missing on remote %s", hinfo, remote)
+                    result[hinfo] = 0
         return result
 
     def _remote_failure(self, hinfo: HashInfo | None, remote: Remote | None, why: str) -> FsError:
@@ -388,12 +411,13 @@ class FileSystem(ReadOnly):
         remote = self.remotes.for_node(node)
         try:
             await self._fetches.run(hinfo.oid, lambda: self._to_thread(self._fetch, hinfo, remote))
-        except RemoteError as exc:  # IntegrityError included
+        except FsError as exc:  # RemoteError, IntegrityError
             log.error("read of %r: %s", self.tree.path_of(node), exc.message)
+            # A corrupt or truncated remote copy may have taught us a wrong size.
+            self.cache.sizes.forget(hinfo)
+            if remote is not None:
+                remote.forget(hinfo)
             raise FsError(errno.EIO, exc.message) from exc
-        except FsError as exc:
-            log.error("read of %r: %s", self.tree.path_of(node), exc.message)
-            raise
         view = self.map_cached(hinfo)
         if view is None:
             raise FsError(errno.EIO, f"object {hinfo} vanished from the cache")

@@ -32,6 +32,8 @@ FOREVER = 365 * 24 * 3600.0
 def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s%r", fn.__name__, args[1:])
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:

@@ -177,6 +177,11 @@ class Remote:
         result.update(fresh)
         return result
 
+    def forget(self, hinfo: HashInfo) -> None:
+        """Drop a remembered size (the object turned out not to be what its name says)."""
+        with self._known_lock:
+            self._known.pop(hinfo, None)
+
     def _remember(self, sizes: dict[HashInfo, int]) -> None:
         with self._known_lock:
             if len(self._known) + len(sizes) > _MAX_KNOWN:

@@ -111,9 +111,9 @@ class Controller:
     def _switch(self, new_tree: treemod.RevisionTree) -> None:
         """Serve the new commit: same content, so only its metafiles look different."""
         old = self.fs.base
-        self.fs.base = FileSystem(
-            new_tree, old.repo, old.cache, old.remotes, old.settings, old.nursery
-        )
+        new = FileSystem(new_tree, old.repo, old.cache, old.remotes, old.settings, old.nursery)
+        new.adopt_pins(old)  # handles opened before the commit unpin through the new one
+        self.fs.base = new
 
     async def _discard(self, req: dict[str, Any]) -> Reply:
         raw = req.get("paths") or []

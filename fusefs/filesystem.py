@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import mmap
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -137,6 +139,7 @@ class FileSystem(ReadOnly):
         self._expansions: SingleFlight[None] = SingleFlight(nursery)
         self._sizings: SingleFlight[None] = SingleFlight(nursery)
         self._handles: dict[int, OpenFile] = {}
+        self._pins: dict[int, int] = {}  # id(mmap) -> fd holding a shared flock on the object
         self._next_fh = 1
 
     # -- metadata ----------------------------------------------------------------------------
@@ -257,12 +260,12 @@ class FileSystem(ReadOnly):
         try:
             return bytes(view[offset : offset + size])
         finally:
-            _unmap(view)
+            self.unmap(view)
 
     async def prefetch(self, node: Node) -> None:
         """Make a base file's bytes local (cache or git), so later reads do not block."""
         if node.obj is not None and not self.cache.exists(node.obj):
-            _unmap(await self.load(node))
+            self.unmap(await self.load(node))
 
     # -- directory outputs ---------------------------------------------------------------------
 
@@ -379,7 +382,7 @@ class FileSystem(ReadOnly):
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if handle is not None and handle.view is not None:
-            _unmap(handle.view)
+            self.unmap(handle.view)
 
     def _handle(self, fh: int) -> OpenFile:
         try:
@@ -394,14 +397,33 @@ class FileSystem(ReadOnly):
         except FileNotFoundError:
             return None
         try:
-            length = os.fstat(fd).st_size
-            if length <= SMALL_FILE:  # one pread beats mmap + munmap for small objects
-                return memoryview(os.pread(fd, length, 0))
-            mapping = mmap.mmap(fd, length, prot=mmap.PROT_READ)
+            st = os.fstat(fd)
+            _note_access(fd, st)
+            if st.st_size <= SMALL_FILE:  # one pread beats mmap + munmap for small objects
+                return memoryview(os.pread(fd, st.st_size, 0))
+            mapping = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
             mapping.madvise(mmap.MADV_SEQUENTIAL)  # kernel read-ahead off the loop
+            fcntl.flock(fd, fcntl.LOCK_SH)  # pinned: `fusefs cache gc` skips locked objects
+            self._pins[id(mapping)] = fd
+            fd = -1
             return memoryview(mapping)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+
+    def adopt_pins(self, other: FileSystem) -> None:
+        self._pins = other._pins
+
+    def unmap(self, view: memoryview) -> None:
+        """Release a view from `map_cached` or `load`, unpinning its object."""
+        base = view.obj
+        view.release()
+        if isinstance(base, mmap.mmap):
+            fd = self._pins.pop(id(base), None)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(BufferError):  # a slice still lives: unmapped when it goes
+                base.close()
 
     async def load(self, node: Node) -> memoryview:
         if node.obj is None:
@@ -435,9 +457,9 @@ class FileSystem(ReadOnly):
         return os.statvfs(self.cache.root)
 
 
-def _unmap(view: memoryview) -> None:
-    base = view.obj
-    view.release()
-    if isinstance(base, mmap.mmap):
-        with contextlib.suppress(BufferError):  # a slice still lives: unmapped when it goes
-            base.close()
+def _note_access(fd: int, st: os.stat_result) -> None:
+    """Keep atime meaningful for LRU eviction, at most one metadata write an hour per object."""
+    now = time.time()
+    if now - st.st_atime > 3600:
+        with contextlib.suppress(OSError):
+            os.utime(fd, (now, st.st_mtime))

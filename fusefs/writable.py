@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .errors import FsError
-from .filesystem import Attr, FileSystem, _unmap
+from .filesystem import Attr, FileSystem
 from .journal import (
     BaseEntry,
     Chmod,
@@ -350,7 +350,7 @@ class WritableFileSystem:
         if handle is None:
             return
         if handle.view is not None:
-            _unmap(handle.view)
+            self.base.unmap(handle.view)
         if handle.dirty:
             self._schedule_sync()
 

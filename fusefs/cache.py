@@ -70,13 +70,22 @@ class Cache:
 
     @contextmanager
     def _locked(self, hinfo: HashInfo) -> Iterator[None]:
+        fd = self.lock_object(hinfo)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def lock_object(self, hinfo: HashInfo) -> int:
+        """Take the object's download lock (blocking); closing the returned fd releases it."""
         lock_path = self.private / "locks" / f"{hinfo.oid}.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
 
     def _download(self, hinfo: HashInfo, remote: Remote, dest: Path) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.private / "tmp", prefix=hinfo.oid + ".")

@@ -29,6 +29,7 @@ from .git import Repo
 from .metafile import MetafileError, parse_manifest
 from .objects import HashInfo
 from .remote import Remote
+from .stream import ObjectStream
 from .tree import ROOT_INODE, Kind, Node, RevisionTree
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SMALL_FILE = 256 << 10
+STREAM_MIN = 32 << 20  # objects this large are served range by range while they download
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +83,12 @@ class RemoteSet:
 
 
 class OpenFile:
-    __slots__ = ("node", "view")
+    __slots__ = ("node", "stream", "view")
 
     def __init__(self, node: Node, view: memoryview | None) -> None:
         self.node = node
         self.view = view
+        self.stream: ObjectStream | None = None
 
 
 class ReadOnly:
@@ -140,6 +143,9 @@ class FileSystem(ReadOnly):
         self._sizings: SingleFlight[None] = SingleFlight(nursery)
         self._handles: dict[int, OpenFile] = {}
         self._pins: dict[int, int] = {}  # id(mmap) -> fd holding a shared flock on the object
+        self._streams: dict[str, ObjectStream] = {}
+        self._stream_starts: SingleFlight[ObjectStream | None] = SingleFlight(nursery)
+        self._corrupt: set[str] = set()  # objects whose remote copy failed verification
         self._next_fh = 1
 
     # -- metadata ----------------------------------------------------------------------------
@@ -283,6 +289,8 @@ class FileSystem(ReadOnly):
             return
         assert node.obj is not None
         hinfo = node.obj
+        if hinfo.oid in self._corrupt:
+            raise FsError(errno.EIO, f"object {hinfo} failed verification; remount to retry")
         remote = self.remotes.for_node(node)
         try:
             with trio.fail_after(self.settings.metadata_timeout):
@@ -374,15 +382,76 @@ class FileSystem(ReadOnly):
         if view is None:
             obj = handle.node.obj
             view = self.map_cached(obj) if obj is not None else None
+            if view is None and self._streamable(handle.node):
+                stream = handle.stream or await self._attach_stream(handle)
+                if stream is not None and not stream.installed:
+                    try:
+                        return await stream.read(offset, size)
+                    except FsError as exc:
+                        log.error("read of %r: %s", self.tree.path_of(handle.node), exc.message)
+                        raise
+                view = self.map_cached(obj) if obj is not None else None
             if view is None:
                 view = await self.load(handle.node)
             handle.view = view
         return view[offset : offset + size]
 
+    def _streamable(self, node: Node) -> bool:
+        return (
+            node.obj is not None
+            and node.size is not None
+            and node.size >= STREAM_MIN
+            and node.obj.oid not in self._corrupt
+            and self.remotes.for_node(node) is not None
+        )
+
+    async def _attach_stream(self, handle: OpenFile) -> ObjectStream | None:
+        """The download of a large object, shared by every reader of it; None if cached."""
+        node = handle.node
+        assert node.obj is not None and node.size is not None
+        hinfo, size = node.obj, node.size
+        stream = self._streams.get(hinfo.oid)
+        if stream is None or stream.failed is not None:
+            remote = self.remotes.for_node(node)
+            assert remote is not None
+            stream = await self._stream_starts.run(
+                hinfo.oid, lambda: self._start_stream(hinfo, size, remote)
+            )
+        if stream is not None:
+            stream.users += 1
+            handle.stream = stream
+        return stream
+
+    async def _start_stream(
+        self, hinfo: HashInfo, size: int, remote: Remote
+    ) -> ObjectStream | None:
+        stream = ObjectStream(hinfo, size, self.cache, remote, self._limiter)
+        started = await self.nursery.start(self._run_stream, stream)
+        return stream if started else None
+
+    async def _run_stream(
+        self, stream: ObjectStream, task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        oid = stream.hinfo.oid
+        self._streams[oid] = stream
+        try:
+            await stream.run(task_status)
+        finally:
+            if self._streams.get(oid) is stream:
+                del self._streams[oid]
+            if stream.corrupt:
+                self._corrupt.add(oid)
+                self.cache.sizes.forget(stream.hinfo)
+                stream.remote.forget(stream.hinfo)
+
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
-        if handle is not None and handle.view is not None:
+        if handle is None:
+            return
+        if handle.view is not None:
             self.unmap(handle.view)
+        if handle.stream is not None:
+            handle.stream.detach()
 
     def _handle(self, fh: int) -> OpenFile:
         try:

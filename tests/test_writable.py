@@ -350,3 +350,26 @@ def test_fsynced_writes_survive_sigkill_and_torn_tail(origin: Path, tmp_path: Pa
         fusefs("umount", str(mnt), env=env)
     finally:
         force_unmount(mnt)
+
+
+def test_rw_mount_of_a_url_pushes_the_commit(origin: Path, tmp_path: Path) -> None:
+    env = fusefs_env(tmp_path)
+    before = run(["git", "rev-parse", "main"], origin).strip()
+    with mounted(
+        tmp_path / "mnt",
+        "--repo",
+        f"file://{origin}",
+        "--rev",
+        "main",
+        "--rw",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        env=env,
+    ) as mnt:
+        (mnt / "data/images/from_url.txt").write_bytes(b"committed through a URL mount\n")
+        fusefs("commit", str(mnt), "-m", "via url", "--push", env=env)
+    after = run(["git", "rev-parse", "main"], origin).strip()
+    assert after != before
+    assert run(["git", "rev-parse", "main~1"], origin).strip() == before
+    clone = reference_checkout(origin, "main", tmp_path / "clone")
+    assert (clone / "data/images/from_url.txt").read_bytes() == b"committed through a URL mount\n"

@@ -122,10 +122,6 @@ class Operations(pyfuse3.Operations):
         return await self.fs.write(fh, off, buf)
 
     @_guard
-    async def flush(self, fh: int) -> None:
-        return None
-
-    @_guard
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self.fs.fsync(fh)
 

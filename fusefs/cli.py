@@ -27,6 +27,7 @@ examples:
   fusefs mount --repo /srv/git/data.git --rev main /mnt/data
   fusefs mount --repo https://example.com/org/data.git --rev HEAD~2 /mnt/data
   fusefs mount -f --debug --rev v1 /mnt/data     # foreground, log to stderr
+  fusefs mount --repo /srv/git/data.git --cache-size 50G /mnt/data   # evict LRU above 50 GiB
 """
 
 UMOUNT_EXAMPLES = """\
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     um.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     um.set_defaults(func=cmd_umount)
     _add_staging_commands(sub)
+    _add_cache_commands(sub)
     return parser
 
 
@@ -81,6 +83,13 @@ def _add_mount(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="DIR",
         help="object cache (default: the repository's DVC cache for a working tree, "
         "else $XDG_CACHE_HOME/fusefs)",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=_size_arg,
+        metavar="SIZE",
+        help="keep the cache's objects under SIZE (4096, 500M, 50G, 1T; binary units) by "
+        "evicting the least recently used ones that no mount has open (default: no limit)",
     )
     p.add_argument(
         "--remote", metavar="NAME", help="DVC remote to fetch from (default: core.remote)"
@@ -118,6 +127,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         debug=args.debug,
         rw=args.rw,
+        cache_size=args.cache_size,
     )
     try:
         prepared = prepare(options)
@@ -162,7 +172,11 @@ def _spawn_daemon(args: argparse.Namespace, mountpoint: Path) -> int:
         args.rev,
         str(mountpoint),
     ]
-    for flag, value in (("--cache-dir", args.cache_dir), ("--remote", args.remote)):
+    for flag, value in (
+        ("--cache-dir", args.cache_dir),
+        ("--remote", args.remote),
+        ("--cache-size", args.cache_size),
+    ):
         if value is not None:
             cmd += [flag, str(value)]
     flags = (("--allow-other", args.allow_other), ("--debug", args.debug), ("--rw", args.rw))
@@ -395,6 +409,218 @@ def cmd_discard(args: argparse.Namespace) -> int:
     reply = _final(mountpoint, {"op": "discard", "paths": rel})
     print(f"discarded {reply['discarded']} staged change(s)")
     return 0
+
+
+def _size_arg(text: str) -> int:
+    from .cachectl import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+CACHE_STATUS_EXAMPLES = """\
+examples:
+  fusefs cache status                              # the default cache (~/.cache/fusefs)
+  fusefs cache status --cache-dir ~/src/my-dataset/.dvc/cache
+  fusefs cache status --json | jq .bytes
+"""
+
+CACHE_GC_EXAMPLES = """\
+examples:
+  fusefs cache gc                                  # only temp files of dead downloads
+  fusefs cache gc --size 20G --dry-run             # what trimming to 20 GiB would remove
+  fusefs cache gc --cache-dir /scratch/dvc-cache --size 0   # everything no mount has open
+"""
+
+PREFETCH_EXAMPLES = """\
+examples:
+  fusefs prefetch /mnt/data/data/images            # a whole directory, 8 readers
+  fusefs prefetch --jobs 32 /mnt/data/train /mnt/data/labels.csv
+"""
+
+
+def _add_cache_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    raw = argparse.RawDescriptionHelpFormatter
+    cache_dir_help = (
+        "object cache (default: $FUSEFS_CACHE_DIR, else $XDG_CACHE_HOME/fusefs, the cache of "
+        "bare-repository and URL mounts)"
+    )
+    ca = sub.add_parser(
+        "cache",
+        help="inspect or trim an object cache",
+        description="Inspect or trim an object cache shared by mounts and DVC.",
+        formatter_class=raw,
+    )
+    cache_sub = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cs = cache_sub.add_parser(
+        "status",
+        help="objects, bytes, pinned objects, last uses, mounts using caches",
+        description="Count a cache's objects and bytes, the objects pinned (mapped by a "
+        "running mount), the oldest and newest last use, and list the running mounts with "
+        "the cache each uses.",
+        epilog=CACHE_STATUS_EXAMPLES,
+        formatter_class=raw,
+    )
+    cs.add_argument("--cache-dir", type=Path, metavar="DIR", help=cache_dir_help)
+    cs.add_argument("--json", action="store_true", help="machine-readable output")
+    cs.set_defaults(func=cmd_cache_status)
+    cg = cache_sub.add_parser(
+        "gc",
+        help="remove stale temp files; with --size, evict LRU objects down to SIZE",
+        description="Remove temp files of downloads that died (untouched for a day). With "
+        "--size, also remove objects, least recently used first and .dir manifests last, "
+        "until the objects take at most SIZE; objects a running mount has open and objects "
+        "hard-linked into a DVC workspace are kept. Safe while mounts use the cache.",
+        epilog=CACHE_GC_EXAMPLES,
+        formatter_class=raw,
+    )
+    cg.add_argument("--cache-dir", type=Path, metavar="DIR", help=cache_dir_help)
+    cg.add_argument(
+        "--size",
+        type=_size_arg,
+        metavar="SIZE",
+        help="trim objects to SIZE (4096, 500M, 50G, 1T; binary units); default: remove no object",
+    )
+    cg.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
+    cg.set_defaults(func=cmd_cache_gc)
+    pf = sub.add_parser(
+        "prefetch",
+        help="read files through a mount so their objects are cached",
+        description="Warm the cache for files and directories inside a fusefs mount: read "
+        "every file through the mount with several threads, so the daemon fetches and "
+        "verifies each object into its cache. Shows progress on a terminal. Exit status 1 if "
+        "a file could not be read (they are listed), 130 when interrupted (what finished stays "
+        "cached).",
+        epilog=PREFETCH_EXAMPLES,
+        formatter_class=raw,
+    )
+    pf.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    pf.add_argument(
+        "-j", "--jobs", type=int, default=8, metavar="N", help="parallel readers (default 8)"
+    )
+    pf.set_defaults(func=cmd_prefetch)
+
+
+def _cache_dir(arg: Path | None) -> Path:
+    from .state import default_cache_dir
+
+    root = Path(os.path.realpath(arg if arg is not None else default_cache_dir()))
+    if not root.is_dir():
+        raise UserError(f"cache {root} does not exist")
+    return root
+
+
+def _running_mounts() -> list[MountRecord]:
+    from .state import state_dir
+
+    records = []
+    for path in sorted((state_dir() / "mounts").glob("*.json")):
+        try:
+            record = MountRecord(**json.loads(path.read_text()))
+            os.kill(record.pid, 0)
+        except (OSError, ValueError, TypeError):
+            continue  # unreadable, or left behind by a daemon that died
+        records.append(record)
+    return records
+
+
+def _same(cache_dir: str, root: Path) -> bool:
+    return Path(os.path.realpath(cache_dir)) == root
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def cmd_cache_status(args: argparse.Namespace) -> int:
+    from .cachectl import format_size, scan
+
+    root = _cache_dir(args.cache_dir)
+    stats = scan(root)
+    mounts = _running_mounts()
+    if args.json:
+        doc = {
+            "cache_dir": stats.root,
+            "objects": stats.objects,
+            "bytes": stats.bytes,
+            "manifests": stats.manifests,
+            "pinned": stats.pinned,
+            "pinned_bytes": stats.pinned_bytes,
+            "oldest_use": stats.oldest_use,
+            "newest_use": stats.newest_use,
+            "stale_tmp": stats.stale_tmp,
+            "mounts": [
+                {
+                    "mountpoint": m.mountpoint,
+                    "pid": m.pid,
+                    "cache_dir": m.cache_dir,
+                    "cache_size": m.cache_size,
+                    "uses_this_cache": _same(m.cache_dir, root),
+                }
+                for m in mounts
+            ],
+        }
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"cache:      {stats.root}")
+    print(f"objects:    {stats.objects} ({stats.manifests} .dir manifests)")
+    print(f"size:       {format_size(stats.bytes)} ({stats.bytes} bytes)")
+    print(f"pinned:     {stats.pinned} objects, {format_size(stats.pinned_bytes)} (open in mounts)")
+    print(f"oldest use: {_when(stats.oldest_use)}")
+    print(f"newest use: {_when(stats.newest_use)}")
+    if stats.stale_tmp:
+        print(f"stale temp files: {stats.stale_tmp} (fusefs cache gc removes them)")
+    if not mounts:
+        print("running mounts: none")
+    else:
+        print("running mounts:")
+        for m in mounts:
+            limit = f", limit {format_size(m.cache_size)}" if m.cache_size is not None else ""
+            here = "  *" if _same(m.cache_dir, root) else "   "
+            print(f"{here} {m.mountpoint} (pid {m.pid}): {m.cache_dir}{limit}")
+    return 0
+
+
+def cmd_cache_gc(args: argparse.Namespace) -> int:
+    from .cachectl import format_size, gc
+
+    root = _cache_dir(args.cache_dir)
+    report = gc(root, args.size, args.dry_run)
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{verb} {report.removed} objects ({format_size(report.freed)}) and "
+        f"{report.tmp_removed} stale temp files ({format_size(report.tmp_freed)}); "
+        f"objects: {format_size(report.before)} -> {format_size(report.after)}"
+    )
+    kept = []
+    if report.pinned:
+        kept.append(f"{report.pinned} open in mounts")
+    if report.linked:
+        kept.append(f"{report.linked} hard-linked into a workspace")
+    if kept:
+        print(f"kept {', '.join(kept)}")
+    if report.target is not None and report.after > report.target:
+        print(
+            f"fusefs: cannot trim to {format_size(report.target)}: the rest is in use",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from . import prefetch
+
+    if args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    progress, elapsed, interrupted = prefetch.run(args.paths, args.jobs)
+    for path, reason in progress.failed:
+        print(f"fusefs: {path}: {reason}", file=sys.stderr)
+    print(prefetch.summary(progress, elapsed) + (" (interrupted)" if interrupted else ""))
+    if interrupted:
+        return 130
+    return 1 if progress.failed else 0
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

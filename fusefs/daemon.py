@@ -9,6 +9,7 @@ loop and the filesystem is unmounted; if the process dies anyway, libfuse's `aut
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -27,6 +28,7 @@ import trio
 from . import control
 from . import tree as treemod
 from .cache import Cache
+from .cachectl import Evictor, format_size
 from .config import DvcConfig, user_config_files
 from .controller import Controller
 from .errors import FsError, UserError
@@ -56,6 +58,7 @@ class MountOptions:
     debug: bool = False
     max_tasks: int = 64
     rw: bool = False
+    cache_size: int | None = None  # --cache-size: evict LRU objects above this many bytes
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Prepared:
     remotes: RemoteSet
     journal: Journal | None = None
     branch: str | None = None
+    evictor: Evictor | None = None
 
 
 def check_fuse() -> None:
@@ -137,7 +141,8 @@ def prepare(options: MountOptions) -> Prepared:
     configured = set(config.remote_names())
     for name in sorted({o.remote for o in tree.outs if o.remote} - configured):
         log.warning("outputs name remote %r, which is not configured: reading them fails", name)
-    return Prepared(options, repo, tree, cache, remotes, journal, branch)
+    evictor = None if options.cache_size is None else Evictor(cache.root, options.cache_size)
+    return Prepared(options, repo, tree, cache, remotes, journal, branch, evictor)
 
 
 def _branch(repo: Repo, rev: str) -> str:
@@ -278,6 +283,8 @@ async def _serve(prepared: Prepared, ready: Callable[[], None]) -> None:
                 )
             ready()
             nursery.start_soon(_on_signals)
+            if prepared.evictor is not None:
+                nursery.start_soon(_evict_loop, prepared.evictor)
             await pyfuse3.main(min_tasks=4, max_tasks=opts.max_tasks)
         finally:
             log.info("unmounting %s", opts.mountpoint)
@@ -298,6 +305,56 @@ async def _on_signals() -> None:
             return
 
 
+# -- cache size control (--cache-size) --------------------------------------------------------
+
+EVICT_INTERVAL = 1.0  # seconds between rounds when no fetch is noted
+
+
+async def _evict_loop(evictor: Evictor) -> None:
+    """Keep the cache under its limit: a round every EVICT_INTERVAL, or at once after a fetch
+    reported through `evictor.note_added`. Rounds run in a worker thread."""
+    token = trio.lowlevel.current_trio_token()
+    wake = trio.Event()
+
+    def poke() -> None:  # from any thread
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(lambda: wake.set())
+
+    evictor.on_added = poke
+    warned = False
+    try:
+        while True:
+            try:
+                report = await trio.to_thread.run_sync(evictor.maybe_evict, abandon_on_cancel=True)
+            except OSError as exc:
+                log.error("cache eviction in %s failed: %s", evictor.root, exc)
+            else:
+                if report.evicted:
+                    log.info(
+                        "evicted %d objects (%s); cache holds %s of %s",
+                        report.evicted,
+                        format_size(report.freed),
+                        format_size(report.total),
+                        format_size(report.limit),
+                    )
+                if report.over and not warned:
+                    log.warning(
+                        "cache %s holds %s, over its limit of %s: the rest is in use "
+                        "(%d pinned, %d hard-linked objects)",
+                        evictor.root,
+                        format_size(report.total),
+                        format_size(report.limit),
+                        report.pinned,
+                        report.linked,
+                    )
+                warned = report.over
+            with trio.move_on_after(EVICT_INTERVAL):
+                await wake.wait()
+            wake = trio.Event()
+    finally:
+        evictor.on_added = None
+
+
 def _publish(prepared: Prepared) -> MountRecord:
     opts = prepared.options
     record = MountRecord(
@@ -308,6 +365,7 @@ def _publish(prepared: Prepared) -> MountRecord:
         commit=prepared.tree.commit,
         cache_dir=str(prepared.cache.root),
         log=str(log_path(opts.mountpoint)),
+        cache_size=opts.cache_size,
     )
     record.save()
     return record

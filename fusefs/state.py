@@ -42,6 +42,7 @@ class MountRecord:
     commit: str
     cache_dir: str
     log: str
+    cache_size: int | None = None  # --cache-size in bytes, None when unbounded
 
     @staticmethod
     def path_for(mountpoint: Path) -> Path:

@@ -17,7 +17,7 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +33,7 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._root_str = str(root)
+        self.on_install: Callable[[int], None] | None = None  # e.g. the evictor's note_added
         self.private = root / ".fusefs"
         for sub in ("tmp", "locks"):
             (self.private / sub).mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,7 @@ class Cache:
 
     def install(self, tmp: Path, dest: Path) -> None:
         """Move a verified temp file into place, read-only, durably."""
+        size = os.stat(tmp).st_size
         os.chmod(tmp, 0o444)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
@@ -117,3 +119,5 @@ class Cache:
             os.fsync(dirfd)
         finally:
             os.close(dirfd)
+        if self.on_install is not None:
+            self.on_install(size)

@@ -142,6 +142,8 @@ def prepare(options: MountOptions) -> Prepared:
     for name in sorted({o.remote for o in tree.outs if o.remote} - configured):
         log.warning("outputs name remote %r, which is not configured: reading them fails", name)
     evictor = None if options.cache_size is None else Evictor(cache.root, options.cache_size)
+    if evictor is not None:
+        cache.on_install = evictor.note_added
     return Prepared(options, repo, tree, cache, remotes, journal, branch, evictor)
 
 

@@ -228,9 +228,10 @@ class FileSystem(ReadOnly):
         if node.kind is Kind.FILE and node.size is None:
             parent = self.tree.node(node.parent)
             missing = [n for n in self.tree.listing(parent) if n.size is None and n.obj]
-            sizes = self._sizes([n.obj for n in missing if n.obj], self.remotes.for_node(node))
-            for n in missing:
-                n.size = sizes[n.obj]  # type: ignore[index]
+            remote = self.remotes.for_node(node)
+            self._apply_sizes(
+                missing, self._sizes([n.obj for n in missing if n.obj], remote), remote
+            )
         return node
 
     def base_listing_now(self, node: Node) -> list[Node]:
@@ -326,13 +327,21 @@ class FileSystem(ReadOnly):
         except RemoteError as exc:
             log.error("%s", exc.message)
             raise FsError(errno.EIO, exc.message) from exc
+        self._apply_sizes(nodes, sizes, remote)
+
+    @staticmethod
+    def _apply_sizes(nodes: list[Node], sizes: dict[HashInfo, int], remote: Remote | None) -> None:
         for node in nodes:
-            node.size = sizes[node.obj]  # type: ignore[index]
+            size = sizes[node.obj]  # type: ignore[index]
+            node.size = max(size, 0)
+            if size < 0:
+                node.error = f"object {node.obj} is missing on remote {remote}"
 
     def _sizes(self, hashes: list[HashInfo], remote: Remote | None) -> dict[HashInfo, int]:
         """Sizes from the cache, then the size store, then one batched remote request.
 
-        Objects the remote lacks get size 0 (a read of them fails with EIO, logged).
+        Objects the remote lacks are reported with size -1: `_size_batch` marks their nodes
+        failed (shown with size 0; opening them answers EIO), with a log line naming them.
         """
         result: dict[HashInfo, int] = {}
         for hinfo in hashes:
@@ -352,7 +361,7 @@ class FileSystem(ReadOnly):
             for hinfo in missing:
                 if hinfo not in fetched:
                     log.error("object %s is missing on remote %s", hinfo, remote)
-                    result[hinfo] = 0
+                    result[hinfo] = -1
         return result
 
     def _remote_failure(self, hinfo: HashInfo | None, remote: Remote | None, why: str) -> FsError:
@@ -371,6 +380,9 @@ class FileSystem(ReadOnly):
             raise FsError(errno.EROFS)
         if node.is_dir:
             raise FsError(errno.EISDIR)
+        if node.error is not None:
+            log.error("open of %r: %s", self.tree.path_of(node), node.error)
+            raise FsError(errno.EIO, node.error)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = OpenFile(node, None)  # mapped on first read: most opens hit
@@ -510,6 +522,9 @@ class FileSystem(ReadOnly):
                 remote.forget(hinfo)
             raise FsError(errno.EIO, exc.message) from exc
         view = self.map_cached(hinfo)
+        if view is None:  # evicted between the fetch and the map: once more
+            await self._fetches.run(hinfo.oid, lambda: self._to_thread(self._fetch, hinfo, remote))
+            view = self.map_cached(hinfo)
         if view is None:
             raise FsError(errno.EIO, f"object {hinfo} vanished from the cache")
         return view

@@ -63,7 +63,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, dvc: str) -> Hostile:
     repo.write("good/sub/b.txt", b"beta\n")
     repo.write("victim.bin", b"will go missing\n")
     repo.write("corrupt.bin", b"will be corrupted\n")
-    repo.dvc_add("good", "victim.bin", "corrupt.bin")
+    repo.write("holey/present.txt", b"present\n")
+    repo.write("holey/absent.txt", b"absent from the remote\n")
+    repo.dvc_add("good", "victim.bin", "corrupt.bin", "holey")
     repo.push()
     repo.drop_cache()
     manifest = json.dumps(
@@ -78,6 +80,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, dvc: str) -> Hostile:
     repo.commit("good and hostile outputs")
     victim = remote / "files" / "md5" / _md5(b"will go missing\n")[:2]
     (victim / _md5(b"will go missing\n")[2:]).unlink()
+    absent = _md5(b"absent from the remote\n")
+    (remote / "files" / "md5" / absent[:2] / absent[2:]).unlink()
     corrupt = remote / "files" / "md5" / _md5(b"will be corrupted\n")[:2]
     target = corrupt / _md5(b"will be corrupted\n")[2:]
     target.chmod(0o644)
@@ -160,3 +164,11 @@ def test_dead_remote_then_back(hostile: Hostile, tmp_path: Path) -> None:
             moved.rename(hostile.remote)
         assert sorted(os.listdir(mnt / "good")) == ["a.txt", "sub"]
         assert (mnt / "good/a.txt").read_bytes() == b"alpha\n"
+
+
+def test_missing_member_of_a_directory_output(mnt: Path, tmp_path: Path) -> None:
+    assert sorted(os.listdir(mnt / "holey")) == ["absent.txt", "present.txt"]
+    assert (mnt / "holey/present.txt").read_bytes() == b"present\n"
+    assert _errno(lambda: (mnt / "holey/absent.txt").read_bytes()) == errno.EIO
+    log = next((tmp_path / "fusefs-state" / "logs").iterdir()).read_text()
+    assert _md5(b"absent from the remote\n") in log

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,23 @@ def origin(sample_repo: SampleRepo, tmp_path: Path) -> Path:
     bare = tmp_path / "origin.git"
     run(["git", "clone", "-q", "--bare", str(sample_repo.path), str(bare)], tmp_path)
     return bare
+
+
+def _rw_mount(
+    origin: Path | str, tmp_path: Path, env: dict[str, str]
+) -> AbstractContextManager[Path]:
+    """`fusefs mount --rw` of the origin's main branch, with a private cache."""
+    return mounted(
+        tmp_path / "mnt",
+        "--repo",
+        str(origin),
+        "--rev",
+        "main",
+        "--rw",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        env=env,
+    )
 
 
 def _edits(root: Path) -> None:
@@ -82,17 +100,7 @@ def _reference_commit(origin: Path, tmp_path: Path) -> Path:
 
 def test_commit_round_trip_matches_dvc_add(origin: Path, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(origin),
-        "--rev",
-        "main",
-        "--rw",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        env=env,
-    ) as mnt:
+    with _rw_mount(origin, tmp_path, env) as mnt:
         _edits(mnt)
         status = json.loads(fusefs("status", "--json", str(mnt), env=env).stdout)
         kinds = {c["path"]: c["kind"] for c in status["changes"]}
@@ -152,17 +160,7 @@ def _errno(fn: Callable[[], object]) -> int:
 
 def test_read_only_parts_and_unsupported_kinds(origin: Path, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(origin),
-        "--rev",
-        "main",
-        "--rw",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        env=env,
-    ) as mnt:
+    with _rw_mount(origin, tmp_path, env) as mnt:
         erofs = [
             lambda: (mnt / "README.md").write_bytes(b"x"),
             lambda: (mnt / "data/images.dvc").write_bytes(b"x"),
@@ -187,17 +185,7 @@ def test_read_only_parts_and_unsupported_kinds(origin: Path, tmp_path: Path) -> 
 
 def test_posix_operations_behave_like_a_disk(origin: Path, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(origin),
-        "--rev",
-        "main",
-        "--rw",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        env=env,
-    ) as mnt:
+    with _rw_mount(origin, tmp_path, env) as mnt:
         d = mnt / "data/images"
         with open(d / "w.bin", "wb") as f:
             f.write(b"a" * 100)
@@ -249,17 +237,7 @@ def test_rw_needs_a_branch(origin: Path, tmp_path: Path) -> None:
 
 def test_branch_moved_refuses_and_keeps_staging(origin: Path, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(origin),
-        "--rev",
-        "main",
-        "--rw",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        env=env,
-    ) as mnt:
+    with _rw_mount(origin, tmp_path, env) as mnt:
         (mnt / "data/images/new.txt").write_bytes(b"staged\n")
         run(["git", "update-ref", "refs/heads/main", "main~1"], origin)
         proc = fusefs("commit", str(mnt), "-m", "x", env=env, check=False)
@@ -272,17 +250,7 @@ def test_branch_moved_refuses_and_keeps_staging(origin: Path, tmp_path: Path) ->
 
 def test_discard(origin: Path, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(origin),
-        "--rev",
-        "main",
-        "--rw",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        env=env,
-    ) as mnt:
+    with _rw_mount(origin, tmp_path, env) as mnt:
         before = (mnt / "data/images/a/b/x.bin").read_bytes()
         (mnt / "data/images/a/b/x.bin").write_bytes(b"changed")
         (mnt / "data/images/keep.txt").write_bytes(b"kept")
@@ -355,17 +323,7 @@ def test_fsynced_writes_survive_sigkill_and_torn_tail(origin: Path, tmp_path: Pa
 def test_rw_mount_of_a_url_pushes_the_commit(origin: Path, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
     before = run(["git", "rev-parse", "main"], origin).strip()
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        f"file://{origin}",
-        "--rev",
-        "main",
-        "--rw",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        env=env,
-    ) as mnt:
+    with _rw_mount(f"file://{origin}", tmp_path, env) as mnt:
         (mnt / "data/images/from_url.txt").write_bytes(b"committed through a URL mount\n")
         fusefs("commit", str(mnt), "-m", "via url", "--push", env=env)
     after = run(["git", "rev-parse", "main"], origin).strip()

@@ -45,6 +45,7 @@ check: dev
 
 bench: dev
 	$(BIN)/python scripts/bench_read.py
+	$(BIN)/python scripts/bench_write.py
 
 clean:
 	rm -rf $(VENV) $(DVC_VENV) build *.egg-info

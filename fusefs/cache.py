@@ -13,11 +13,12 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -108,16 +109,40 @@ class Cache:
                 os.unlink(tmp)
             raise
 
-    def install(self, tmp: Path, dest: Path) -> None:
-        """Move a verified temp file into place, read-only, durably."""
+    def install(self, tmp: Path, dest: Path, durable: bool = True) -> None:
+        """Move a verified temp file into place, read-only.
+
+        durable=True: the rename is fsync'd (its data must already be). durable=False leaves
+        that to one `sync_batch` over many installs (a commit of thousands of objects).
+        """
         size = os.stat(tmp).st_size
         os.chmod(tmp, 0o444)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
-        dirfd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        if durable:
+            _fsync_dir(dest.parent)
         if self.on_install is not None:
             self.on_install(size)
+
+    def sync_batch(self, dirs: Iterable[Path]) -> None:
+        """Make non-durable installs durable: one syncfs of the cache's filesystem for the
+        data, then one fsync per object folder for the renames."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _LIBC.syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
+        for folder in set(dirs):
+            _fsync_dir(folder)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -5,8 +5,10 @@
 
 * every staged file whose md5 is unknown (or every file of an output in DVC 2 layout, which
   ``rehash`` marks) is streamed once: hashed with md5 and copied into the cache as a DVC 3
-  object (``files/md5/ab/cdef...``) through a temp file under ``cache.private/tmp``, fsync'd
-  and placed by `Cache.install`; an object already cached is not copied again;
+  object (``files/md5/ab/cdef...``) through a temp file under ``cache.private/tmp``, placed
+  by `Cache.install`; an object already cached is not copied again; once all are stored, one
+  `Cache.sync_batch` (syncfs, then one fsync per object folder) makes them durable before
+  anything names them;
 * a directory output's ``.dir`` manifest is written by `dvcwrite.dir_manifest` and cached the
   same way; its ``.dvc`` file comes from `dvcwrite.dvc_file` (new output) or
   `dvcwrite.update_dvc_file` (existing one), with ``size`` = total bytes and ``nfiles`` for
@@ -304,6 +306,7 @@ class _Store:
     bytes_total: int = 0
     objects_done: int = 0
     bytes_done: int = 0
+    touched: set[Path] = field(default_factory=set)  # object folders with unsynced renames
 
     def tick(self, nbytes: int) -> None:
         self.objects_done += 1
@@ -330,8 +333,6 @@ class _Store:
                     md5.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
             if written != size:
                 raise CommitError(f"{what}: staged size is {size} bytes but {written} were read")
             self._install(Path(tmp), HashInfo(md5.hexdigest()), written)
@@ -347,8 +348,6 @@ class _Store:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
             self._install(Path(tmp), hinfo, len(data))
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -356,9 +355,17 @@ class _Store:
 
     def _install(self, tmp: Path, hinfo: HashInfo, size: int) -> None:
         if not self.cache.exists(hinfo):
-            self.cache.install(tmp, self.cache.path(hinfo))
+            dest = self.cache.path(hinfo)
+            self.cache.install(tmp, dest, durable=False)
+            self.touched.add(dest.parent)
             self.counters.objects_added += 1
             self.counters.bytes_added += size
+
+    def sync(self) -> None:
+        """Everything stored so far is on disk (before any ref names it)."""
+        if self.touched:
+            self.cache.sync_batch(self.touched)
+            self.touched.clear()
 
 
 # --------------------------------------------------------------------------- outputs
@@ -708,6 +715,7 @@ def make_commit(
     hashed = [f for o in request.outputs for f in o.files if _needs_hashing(o, f)]
     store.objects_total, store.bytes_total = len(hashed), sum(f.size for f in hashed)
     built = [_build_output(store, plan) for plan in request.outputs]
+    store.sync()
     changes: dict[str, bytes | None] = {b.plan.metafile: b.dvc_bytes for b in built}
     changes.update({r.metafile: None for r in request.removed})
     changes.update(_gitignore_changes(repo, request, built))

@@ -78,7 +78,9 @@ class RemoteSet:
             try:
                 self._named[name] = self._factory(name)
             except UserError as exc:
-                raise FsError(errno.EIO, f"{node.out.source if node.out else ''}: {exc}") from None
+                message = f"{node.out.source if node.out else ''}: {exc}"
+                log.error("%s", message)
+                raise FsError(errno.EIO, message) from None
         return self._named[name]
 
 
@@ -290,8 +292,6 @@ class FileSystem(ReadOnly):
             return
         assert node.obj is not None
         hinfo = node.obj
-        if hinfo.oid in self._corrupt:
-            raise FsError(errno.EIO, f"object {hinfo} failed verification; remount to retry")
         remote = self.remotes.for_node(node)
         try:
             with trio.fail_after(self.settings.metadata_timeout):
@@ -453,6 +453,7 @@ class FileSystem(ReadOnly):
                 del self._streams[oid]
             if stream.corrupt:
                 self._corrupt.add(oid)
+            if stream.failed is not None:  # a wrong remembered size may be why
                 self.cache.sizes.forget(stream.hinfo)
                 stream.remote.forget(stream.hinfo)
 
@@ -511,6 +512,8 @@ class FileSystem(ReadOnly):
             assert node.blob is not None
             return memoryview(await self._to_thread(self.repo.read_blob, node.blob))
         hinfo = node.obj
+        if hinfo.oid in self._corrupt:
+            raise FsError(errno.EIO, f"object {hinfo} failed verification; remount to retry")
         remote = self.remotes.for_node(node)
         try:
             await self._fetches.run(hinfo.oid, lambda: self._to_thread(self._fetch, hinfo, remote))

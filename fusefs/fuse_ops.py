@@ -196,14 +196,5 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         await self.fs.rename(p_old, n_old, p_new, n_new, flags)
 
-    @_guard
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        raise FsError(errno.ENOTSUP)
-
-    @_guard
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        raise FsError(pyfuse3.ENOATTR)
-
-    @_guard
-    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return []
+    # No xattr handlers: pyfuse3 answers ENOSYS, after which the kernel stops asking (it would
+    # otherwise query security.capability before every write).

@@ -1239,13 +1239,15 @@ class Journal:
         self._check_open()
         if not self._dirty:
             return
+        # Cleared first: a record appended while the fsyncs run (sync may run in a worker
+        # thread) marks the journal dirty again, so the next sync covers it.
+        self._dirty = False
         try:
             os.fsync(self._bfd)
             os.fsync(self._jfd)
         except OSError:
             self._broken = True
             raise
-        self._dirty = False
 
     def start_generation(self, base_rev: bytes | None = None) -> int:
         """After a commit: consume everything staged and continue in a fresh generation.

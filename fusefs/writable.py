@@ -355,7 +355,7 @@ class WritableFileSystem:
             self._schedule_sync()
 
     async def fsync(self, fh: int) -> None:
-        self.journal.sync()
+        await trio.to_thread.run_sync(self.journal.sync)
 
     def _touch(self, path: bytes) -> None:
         self._mtimes[path] = time.time_ns()
@@ -494,7 +494,7 @@ class WritableFileSystem:
         await trio.sleep(SYNC_DELAY)  # closers within the window share one fsync
         self._sync_pending = False
         try:
-            self.journal.sync()
+            await trio.to_thread.run_sync(self.journal.sync)
         except FsError as exc:
             log.error("journal sync failed: %s", exc.message)
 

@@ -172,3 +172,35 @@ def test_missing_member_of_a_directory_output(mnt: Path, tmp_path: Path) -> None
     assert _errno(lambda: (mnt / "holey/absent.txt").read_bytes()) == errno.EIO
     log = next((tmp_path / "fusefs-state" / "logs").iterdir()).read_text()
     assert _md5(b"absent from the remote\n") in log
+
+
+def test_per_output_remote_and_remote_option(tmp_path: Path, dvc: str) -> None:
+    repo = RepoBuilder(tmp_path / "repo")
+    repo.init()
+    repo.add_remote("origin", str(tmp_path / "origin-remote"))
+    repo.add_remote("backup", str(tmp_path / "backup-remote"), default=False)
+    repo.write("a.txt", b"only on backup, no remote: field\n")
+    repo.write("b.txt", b"only on backup, remote: backup\n")
+    repo.dvc_add("a.txt", "b.txt")
+    repo.push(remote="backup")
+    meta = repo.path / "b.txt.dvc"
+    meta.write_text(meta.read_text() + "  remote: backup\n")
+    repo.commit("b names its remote")
+    repo.drop_cache()
+    env = fusefs_env(tmp_path)
+    with mounted(
+        tmp_path / "m1", "--repo", str(repo.path), "--cache-dir", str(tmp_path / "c1"), env=env
+    ) as mnt:
+        assert (mnt / "b.txt").read_bytes() == b"only on backup, remote: backup\n"
+        assert _errno(lambda: (mnt / "a.txt").read_bytes()) == errno.EIO
+    with mounted(
+        tmp_path / "m2",
+        "--repo",
+        str(repo.path),
+        "--remote",
+        "backup",
+        "--cache-dir",
+        str(tmp_path / "c2"),
+        env=env,
+    ) as mnt:
+        assert (mnt / "a.txt").read_bytes() == b"only on backup, no remote: field\n"

@@ -27,9 +27,6 @@ class SingleFlight(Generic[T]):
         self._nursery = nursery
         self._calls: dict[Hashable, _Call[T]] = {}
 
-    def in_flight(self) -> int:
-        return len(self._calls)
-
     async def run(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
         call = self._calls.get(key)
         if call is None:

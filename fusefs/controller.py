@@ -21,7 +21,7 @@ from . import tree as treemod
 from .commit import CommitRequest, CommitResult, Progress, checked_out_in, make_commit
 from .errors import UserError
 from .filesystem import FileSystem
-from .journal import Reset
+from .records import Reset
 from .writable import WritableFileSystem
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .commit import OutputPlan, RemovedOutput, StagedFile
-from .journal import Change, Kind
+from .overlay import Change, Kind
 from .writable import WritableFileSystem, join, split
 
 CHUNK = 1 << 20

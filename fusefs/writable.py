@@ -33,19 +33,10 @@ import trio
 
 from .errors import FsError
 from .filesystem import Attr, FileSystem
-from .journal import (
-    BaseEntry,
-    Chmod,
-    Create,
-    Journal,
-    Kind,
-    Mkdir,
-    Overlay,
-    Rename,
-    Rmdir,
-    Truncate,
-)
-from .journal import Unlink as UnlinkRecord
+from .journal import Journal
+from .overlay import BaseEntry, Kind, Overlay
+from .records import Chmod, Create, Mkdir, Rename, Rmdir, Truncate
+from .records import Unlink as UnlinkRecord
 from .tree import ROOT_INODE, Node
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from fusefs.dvcwrite import (
     OutSpec,
     UnsupportedDvcFile,
-    _dump,
     dir_manifest,
     dir_md5,
     dvc_file,
@@ -31,6 +30,7 @@ from fusefs.dvcwrite import (
     md5_file,
     update_dvc_file,
 )
+from fusefs.dvcyaml import _dump
 
 Run = Callable[..., None]
 

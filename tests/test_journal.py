@@ -15,25 +15,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fusefs.errors import FsError
-from fusefs.journal import (
+from fusefs.journal import Journal, JournalError
+from fusefs.overlay import BaseEntry, Change, ChangeKind, Kind, Overlay, Resolution
+from fusefs.records import (
     HEADER,
-    BaseEntry,
-    Change,
-    ChangeKind,
     Chmod,
     CorruptRecordError,
     Create,
     Header,
-    Journal,
-    JournalError,
-    Kind,
     Mkdir,
     Op,
-    Overlay,
     Record,
     Rename,
     Reset,
-    Resolution,
     Rmdir,
     Truncate,
     Unlink,

@@ -26,7 +26,8 @@ from fusefs.cache import Cache
 from fusefs.config import RemoteConfig
 from fusefs.errors import IntegrityError, RemoteError, UserError
 from fusefs.objects import HashInfo
-from fusefs.remote import CHUNK, Limits, Remote, storage_options
+from fusefs.remote import CHUNK, Remote
+from fusefs.remote_options import Limits, storage_options
 from tests.dvcrepo import RepoBuilder, isolated_env
 from tests.servers import (
     LOOPBACK,

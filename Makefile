@@ -45,6 +45,7 @@ check: dev
 
 bench: dev
 	$(BIN)/python scripts/bench_read.py
+	$(BIN)/python scripts/bench_remote.py
 	$(BIN)/python scripts/bench_write.py
 
 clean:

@@ -283,9 +283,9 @@ class _S3Backend(_AsyncBackend):
         raise NotImplementedError  # sizes() below lists by key range instead
 
     def sizes(self, paths: list[str], timeout: float) -> dict[str, int]:
-        """One HEAD each for a few; for more, a listing from the first key to the last, which
-        costs a request per 1000 keys, given up (for HEADs of the rest) once it costs more
-        requests than HEADs would."""
+        """One HEAD each for a few; for more, a listing from the first key to the last (a
+        request per 1000 keys), given up for concurrent HEADs of the rest once the pages still
+        needed would take more round trips than those HEADs."""
         if len(paths) <= _FEW:
             return super().sizes(paths, timeout)
         return self._run(lambda fs: self._scan(fs, sorted(paths)), timeout)
@@ -313,9 +313,11 @@ class _S3Backend(_AsyncBackend):
             while settled < len(keys) and keys[settled] <= last:
                 settled += 1
             remaining = len(keys) - settled
-            # Keys are spread evenly (they are hashes): pages still needed, estimated from
-            # the pages so far, against one HEAD per key left.
-            if remaining * requests / max(settled, 1) >= remaining:
+            # Keys are spread evenly (they are hashes): the pages still needed, estimated from
+            # the pages so far, run one after another, while HEADs for the keys left run
+            # `concurrency` at a time: keep listing only while it takes fewer round trips.
+            head_trips = -(-remaining // self.limits.concurrency)
+            if remaining * requests / max(settled, 1) >= head_trips:
                 break
             params["ContinuationToken"] = page["NextContinuationToken"]
         rest = [f"{bucket}/{k}" for k in keys[settled:]]

@@ -59,6 +59,7 @@ class ObjectStream:
         self._arrived = [trio.Event() for _ in range(self._chunks)]
         self._cursor = 0
         self._wake = trio.Event()
+        self._first_arrival = trio.Event()
         self.failed: str | None = None
         self.corrupt = False
         self.finished = trio.Event()
@@ -107,13 +108,19 @@ class ObjectStream:
             os.ftruncate(fd, self.size)
             task_status.started(True)
             async with trio.open_nursery() as nursery:
-                for _ in range(WORKERS):
-                    nursery.start_soon(self._worker)
+                nursery.start_soon(self._worker)
+                nursery.start_soon(self._more_workers, nursery)
                 nursery.start_soon(self._verify_and_install)
         except OSError as exc:
             self._fail(f"cannot stream object {self.hinfo}: {exc}")
         finally:
             self._release()
+
+    async def _more_workers(self, nursery: trio.Nursery) -> None:
+        """Slow start: the first chunk (the one a reader waits for) gets the link to itself."""
+        await self._first_arrival.wait()
+        for _ in range(WORKERS - 1):
+            nursery.start_soon(self._worker)
 
     async def _worker(self) -> None:
         while self.failed is None:
@@ -137,6 +144,7 @@ class ObjectStream:
                 return
             self._state[index] = 2
             self._arrived[index].set()
+            self._first_arrival.set()
 
     def _next_chunk(self) -> int | None:
         found = self._state.find(0, self._cursor)
@@ -187,6 +195,7 @@ class ObjectStream:
         for event in self._arrived:
             event.set()
         self._wake.set()
+        self._first_arrival.set()
 
     def _release(self) -> None:
         if self._tmp is not None:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SMALL_FILE = 256 << 10
+WHOLE_OUTPUT_SIZES = 50_000  # size a directory output in one batch up to this many files
 STREAM_MIN = 32 << 20  # objects this large are served range by range while they download
 
 
@@ -312,10 +313,46 @@ class FileSystem(ReadOnly):
         return parse_manifest(path.read_bytes(), f"manifest {hinfo}")
 
     async def _ensure_sizes(self, directory: Node) -> None:
-        """Resolve the sizes of every file in a folder in one batch (cache first, then remote)."""
+        """Resolve the sizes of the files in a folder in one batch (cache first, then remote).
+
+        Inside a directory output of up to `WHOLE_OUTPUT_SIZES` files the batch covers the
+        whole output: one listing of the remote then sizes every folder of it (a request per
+        thousand objects on S3), where folder by folder would cost a listing or HEADs each.
+        """
         missing = [n for n in self.tree.listing(directory) if n.size is None and n.obj]
-        if missing:
-            await self._sizings.run(directory.inode, lambda: self._size_batch(missing))
+        if not missing:
+            return
+        key = directory.inode
+        output = self._output_node(directory)
+        files = self._files_below(output, WHOLE_OUTPUT_SIZES) if output is not None else None
+        if output is not None and files is not None:
+            key = output.inode
+            missing = [n for n in files if n.size is None]
+        await self._sizings.run(key, lambda: self._size_batch(missing))
+
+    def _output_node(self, node: Node) -> Node | None:
+        """The directory output a node belongs to (the node whose object is a `.dir`)."""
+        while node.inode != ROOT_INODE:
+            if node.obj is not None and node.obj.is_dir:
+                return node
+            if node.out is None:
+                return None
+            node = self.tree.node(node.parent)
+        return None
+
+    def _files_below(self, directory: Node, limit: int | None = None) -> list[Node] | None:
+        """Every file node below an expanded folder; None past `limit` files."""
+        files: list[Node] = []
+        stack = [directory]
+        while stack:
+            for child in self.tree.listing(stack.pop()):
+                if child.is_dir:
+                    stack.append(child)
+                elif child.obj is not None:
+                    files.append(child)
+                    if limit is not None and len(files) > limit:
+                        return None
+        return files
 
     async def _size_batch(self, nodes: list[Node]) -> None:
         remote = self.remotes.for_node(nodes[0])

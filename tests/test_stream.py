@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import random
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +110,26 @@ def test_corrupt_large_object_fails_and_is_dropped(big: Big, tmp_path: Path) -> 
     finally:
         remote_copy.write_bytes(pristine)
         remote_copy.chmod(0o444)
+
+
+def test_two_daemons_on_one_cache_download_once(big: Big, tmp_path: Path) -> None:
+    env_a, env_b = fusefs_env(tmp_path / "a"), fusefs_env(tmp_path / "b")
+    cache = tmp_path / "shared-cache"
+    args = ("--repo", str(big.repo), "--cache-dir", str(cache))
+    with (
+        mounted(tmp_path / "ma", *args, env=env_a) as ma,
+        mounted(tmp_path / "mb", *args, env=env_b) as mb,
+    ):
+        readers = [
+            subprocess.Popen(["sha256sum", str(m / "big.bin")], stdout=subprocess.PIPE, text=True)
+            for m in (ma, mb, ma, mb)
+        ]
+        sums = {p.communicate()[0].split()[0] for p in readers}
+        assert sums == {hashlib.sha256(big.data).hexdigest()}
+        wait_for(lambda: big.md5 in cached_objects(cache), what="the verified object")
+    logs = [
+        next((tmp_path / side / "fusefs-state" / "logs").iterdir()).read_text()
+        for side in ("a", "b")
+    ]
+    assert sum(log.count(f"object {big.md5} ") for log in logs) == 1, "one download in all"
+    assert not list((cache / ".fusefs" / "tmp").iterdir())

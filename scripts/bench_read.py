@@ -24,179 +24,50 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.dvcrepo import RepoBuilder, dvc_bin, isolated_env, run  # noqa: E402
+from benchlib import (  # noqa: E402
+    CHUNK,
+    GiB,
+    MiB,
+    Row,
+    bench_env,
+    cache_path,
+    daemon_pid,
+    drop_cache,
+    fresh_dir,
+    median,
+    mount_device,
+    mounted,
+    note,
+    out_md5,
+    print_table,
+    read_many,
+    read_sequential,
+    remove_scratch,
+    run_section,
+    say,
+    timed,
+    unmount_all,
+)
+
+from tests.dvcrepo import RepoBuilder, dvc_bin, run  # noqa: E402
 
 BENCH_ROOT = Path("/tmp/fusefs-bench")
-MiB = 1 << 20
-GiB = 1 << 30
-CHUNK = MiB
-
-
-# ---------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class Row:
-    """One comparison: a baseline and a fusefs figure of the same kind."""
-
-    name: str
-    baseline_name: str
-    baseline: float
-    fusefs: float
-    unit: str
-    higher_is_better: bool  # throughput (True) or time (False)
-
-    @property
-    def ratio(self) -> float:
-        if self.higher_is_better:
-            return self.fusefs / self.baseline if self.baseline else float("nan")
-        return self.baseline / self.fusefs if self.fusefs else float("nan")
-
-    @property
-    def ratio_kind(self) -> str:
-        return "fusefs/base thrpt" if self.higher_is_better else "base/fusefs time"
-
-
 ROWS: list[Row] = []
-NOTES: list[str] = []
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def note(msg: str) -> None:
-    NOTES.append(msg)
-    say(f"  note: {msg}")
-
-
-def median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
-
-
-def fmt(value: float, unit: str) -> str:
-    return f"{value:,.3f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
-
-
-def print_table(rows: Sequence[Row]) -> None:
-    say("")
-    say("ratio = fusefs speed / baseline speed: fusefs throughput / baseline throughput, or")
-    say("baseline time / fusefs time. ratio > 1: fusefs faster; ratio < 1: fusefs slower.")
-    headers = ("measurement", "baseline", "baseline value", "fusefs value", "ratio", "ratio is")
-    table = [
-        (
-            r.name,
-            r.baseline_name,
-            fmt(r.baseline, r.unit),
-            fmt(r.fusefs, r.unit),
-            f"{r.ratio:.3f}",
-            r.ratio_kind,
-        )
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    say(line)
-    say("-" * len(line))
-    for t in table:
-        say("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
 
 
 # ---------------------------------------------------------------------------
-# Mounting
-
-
-def is_mounted(mountpoint: Path) -> bool:
-    """From mountinfo: a stat() of a mount whose daemon is stuck would hang."""
-    target = str(mountpoint).encode()
-    with open("/proc/self/mountinfo", "rb") as info:
-        return any(_unescape(line.split()[4]) == target for line in info)
-
-
-def _unescape(field: bytes) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
-            out.append(int(field[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
-
-
-def mount_device(mountpoint: Path) -> str | None:
-    target = str(mountpoint).encode()
-    found = None
-    with open("/proc/self/mountinfo", "rb") as info:
-        for line in info:
-            fields = line.split()
-            if _unescape(fields[4]) == target:
-                found = fields[2].decode()
-    return found
-
-
-def fusefs_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fusefs", *args]
-
-
-@contextlib.contextmanager
-def mounted(
-    env: Mapping[str, str], repo: Path, rev: str, cache: Path, mountpoint: Path
-) -> Iterator[float]:
-    """Mount, yield the wall time `fusefs mount` took, and always unmount."""
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    try:
-        start = time.perf_counter()
-        run(
-            fusefs_cmd(
-                "mount",
-                "--repo",
-                str(repo),
-                "--rev",
-                rev,
-                "--cache-dir",
-                str(cache),
-                str(mountpoint),
-            ),
-            BENCH_ROOT,
-            env,
-        )
-        yield time.perf_counter() - start
-    finally:
-        unmount(env, mountpoint)
-
-
-def unmount(env: Mapping[str, str], mountpoint: Path) -> None:
-    if not is_mounted(mountpoint):
-        return
-    proc = subprocess.run(
-        fusefs_cmd("umount", str(mountpoint)),
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0 and is_mounted(mountpoint):
-        say(f"  fusefs umount failed ({proc.stderr.strip()}); lazy unmount")
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+# The mount's read-ahead
 
 
 def check_bdi(mountpoint: Path) -> None:
@@ -231,14 +102,6 @@ def check_bdi(mountpoint: Path) -> None:
 # Helpers
 
 
-def daemon_pid(env: Mapping[str, str]) -> int | None:
-    records = list((Path(env["FUSEFS_STATE_DIR"]) / "mounts").glob("*.json"))
-    if len(records) != 1:
-        return None
-    pid: int = json.loads(records[0].read_text())["pid"]
-    return pid
-
-
 def read_syscalls(pid: int | None) -> int:
     """The daemon's read() syscall count: one per FUSE request it receives (cached reads)."""
     if pid is None:
@@ -248,16 +111,6 @@ def read_syscalls(pid: int | None) -> int:
             if line.startswith("syscr:"):
                 return int(line.split()[1])
     return 0
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def drop_cache(fd: int) -> None:
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def resident(path: Path) -> str:
@@ -270,22 +123,9 @@ def resident(path: Path) -> str:
     return proc.stdout.strip() or "?"
 
 
-def out_md5(dvcfile: Path) -> str:
-    for line in dvcfile.read_text().splitlines():
-        key, _, value = line.strip().lstrip("- ").partition(": ")
-        if key == "md5":
-            return value.strip()
-    raise ValueError(f"no md5 in {dvcfile}")
-
-
-def cache_path(cache: Path, md5: str) -> Path:
-    return cache / "files" / "md5" / md5[:2] / md5[2:]
-
-
 def new_repo(name: str) -> tuple[RepoBuilder, dict[str, str]]:
     base = BENCH_ROOT / name
-    env = isolated_env(base / "env")
-    env["FUSEFS_STATE_DIR"] = str(base / "fusefs-state")
+    env = bench_env(base)
     repo = RepoBuilder(base / "repo", env)
     repo.init()
     return repo, env
@@ -293,27 +133,6 @@ def new_repo(name: str) -> tuple[RepoBuilder, dict[str, str]]:
 
 # ---------------------------------------------------------------------------
 # 1. Large sequential read
-
-
-def read_sequential(path: Path, cold_also: Sequence[Path] = ()) -> tuple[float, int]:
-    """Read a file front to back in 1 MiB readinto calls; optionally drop caches first."""
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        fd = f.fileno()
-        if cold_also:
-            drop_cache(fd)
-            for other in cold_also:
-                ofd = os.open(other, os.O_RDONLY)
-                try:
-                    drop_cache(ofd)
-                finally:
-                    os.close(ofd)
-        total = 0
-        start = time.perf_counter()
-        while n := f.readinto(view):
-            total += n
-        return time.perf_counter() - start, total
 
 
 def section_large(size: int, repeat: int) -> None:
@@ -348,7 +167,7 @@ def section_large(size: int, repeat: int) -> None:
 
     mnt = BENCH_ROOT / "large" / "mnt"
     fuse_cold, fuse_warm = [], []
-    with mounted(env, repo.path, "main", cache, mnt) as mount_time:
+    with mounted(env, repo.path, "main", cache, mnt, BENCH_ROOT) as mount_time:
         say(f"  mounted in {mount_time:.2f} s")
         check_bdi(mnt)
         target = mnt / "big.bin"
@@ -435,34 +254,6 @@ def cold_with_read_ahead(
 # 2. Many small files
 
 
-def read_many(paths: Sequence[Path], threads: int) -> tuple[float, int]:
-    """open+read+close of every path, split over `threads` threads; (seconds, bytes)."""
-
-    def worker(chunk: Sequence[Path]) -> int:
-        total = 0
-        for path in chunk:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                while data := os.read(fd, 65536):
-                    total += len(data)
-            finally:
-                os.close(fd)
-        return total
-
-    if threads == 1:
-        return timed_total(lambda: worker(paths))
-    step = -(-len(paths) // threads)
-    chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
-    with ThreadPoolExecutor(threads) as pool:
-        return timed_total(lambda: sum(pool.map(worker, chunks)))
-
-
-def timed_total(fn: Callable[[], int]) -> tuple[float, int]:
-    start = time.perf_counter()
-    total = fn()
-    return time.perf_counter() - start, total
-
-
 def section_small(count: int, size: int, repeat: int) -> None:
     say(f"\n[2] open+read+close of {count:,} cached {size} B files (one directory output)")
     repo, env = new_repo("small")
@@ -491,7 +282,7 @@ def section_small(count: int, size: int, repeat: int) -> None:
     read_many([workspace / rel for rel in rels], 8)  # warm-up: dentries and pages
     base = {threads: measure(workspace, threads) for threads in (1, 8)}
     mnt = BENCH_ROOT / "small" / "mnt"
-    with mounted(env, repo.path, "main", cache, mnt) as mount_time:
+    with mounted(env, repo.path, "main", cache, mnt, BENCH_ROOT) as mount_time:
         say(f"  mounted in {mount_time:.2f} s")
         pid = daemon_pid(env)
         before = read_syscalls(pid)
@@ -580,7 +371,7 @@ def section_tree(count: int, repeat: int) -> None:
     fuse_entries = 0
     mnt = BENCH_ROOT / "tree" / "mnt"
     for _ in range(repeat):
-        with mounted(env, repo.path, "main", cache, mnt) as mount_time:
+        with mounted(env, repo.path, "main", cache, mnt, BENCH_ROOT) as mount_time:
             find_time, fuse_entries = timed(lambda: find_stat(mnt / "data"))  # type: ignore[assignment]
         mount_times.append(mount_time)
         find_times.append(find_time)
@@ -617,9 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep {BENCH_ROOT}")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
-    if BENCH_ROOT.exists():
-        shutil.rmtree(BENCH_ROOT)
-    BENCH_ROOT.mkdir(parents=True)
+    fresh_dir(BENCH_ROOT)
     sections: dict[int, Callable[[], None]] = {
         1: lambda: section_large(GiB // scale // CHUNK * CHUNK, args.repeat),
         2: lambda: section_small(10_000 // scale, 4096, args.repeat),
@@ -630,16 +419,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for number, section in sections.items():
             if args.only in (None, number):
-                t0 = time.perf_counter()
-                section()
-                say(f"  section {number} took {time.perf_counter() - t0:.0f} s")
+                run_section(number, section)
     finally:
-        for mnt in BENCH_ROOT.glob("*/mnt"):
-            unmount(os.environ, mnt)
+        unmount_all(os.environ, BENCH_ROOT, "*/mnt")
         print_table(ROWS)
         say(f"\ntotal {time.perf_counter() - start:.0f} s")
-        if not args.keep and not any(is_mounted(m) for m in BENCH_ROOT.glob("*/mnt")):
-            shutil.rmtree(BENCH_ROOT, ignore_errors=True)
+        remove_scratch(BENCH_ROOT, "*/mnt", args.keep)
     return 0
 
 

@@ -51,7 +51,6 @@ import os
 import random
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -64,41 +63,42 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-from bench_read import (  # noqa: E402
+from benchlib import (  # noqa: E402
+    NOTES,
+    GiB,
+    KiB,
+    MiB,
     Row,
+    bench_env,
+    cache_path,
     daemon_pid,
+    fresh_dir,
     fusefs_cmd,
-    is_mounted,
     median,
+    note,
     out_md5,
     print_table,
     read_many,
     read_sequential,
+    remove_scratch,
+    run_section,
+    samples,
     say,
     timed,
-    unmount,
+    unmount_all,
 )
+from benchlib import mounted as mounted_at  # noqa: E402
 
-from tests.dvcrepo import RepoBuilder, dvc_bin, isolated_env, run  # noqa: E402
+from tests.dvcrepo import RepoBuilder, dvc_bin, run  # noqa: E402
 from tests.servers import S3Server, start_s3  # noqa: E402
 
 BENCH_ROOT = Path("/tmp/fusefs-bench-remote")
 BUCKET = "dvc-store"
 PREFIX = "store"
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
 STREAM_CHUNK = 8 * MiB  # fusefs/stream.py CHUNK
 STREAM_WORKERS = 6  # fusefs/stream.py WORKERS
 ROWS: list[Row] = []
-NOTES: list[str] = []
-
-
-def note(msg: str) -> None:
-    NOTES.append(msg)
-    say(f"  note: {msg}")
 
 
 def cpu_seconds(pid: int | None) -> tuple[float, float]:
@@ -133,10 +133,6 @@ class CpuMeter:
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             parts.append(f"{client} {usage.ru_utime + usage.ru_stime - self.children:.1f}")
         return "CPU s: " + ", ".join(parts)
-
-
-def samples(values: Sequence[float], digits: int = 2) -> str:
-    return " ".join(f"{v:.{digits}f}" for v in values)
 
 
 # ---------------------------------------------------------------------------
@@ -249,14 +245,8 @@ def mounted(bench: Bench) -> Iterator[Mount]:
     bench.mounts += 1
     base = bench.root / "mounts" / f"m{bench.mounts:02d}"
     mnt, cache = base / "mnt", base / "cache"
-    mnt.mkdir(parents=True)
-    cmd = fusefs_cmd("mount", "--repo", str(bench.repo.path), "--rev", "main")
-    cmd += ["--cache-dir", str(cache), str(mnt)]
-    try:
-        seconds, _ = timed(lambda: run(cmd, bench.root, bench.env))
+    with mounted_at(bench.env, bench.repo.path, "main", cache, mnt, bench.root) as seconds:
         yield Mount(mnt, cache, seconds, daemon_pid(bench.env))
-    finally:
-        unmount(bench.env, mnt)
 
 
 def aws_env(base: Mapping[str, str], s3: S3Server, scratch: Path) -> dict[str, str]:
@@ -398,7 +388,7 @@ def section_large(bench: Bench, repeat: int) -> None:
             seconds, total = read_sequential(target)
             assert total == size, (total, size)
             fuse.append(size / MiB / seconds)
-            obj = mount.cache / "files" / "md5" / bench.data.big[:2] / bench.data.big[2:]
+            obj = cache_path(mount.cache, bench.data.big)
             installed = wait_installed(obj, 120)
             counts = bench.log.since(mark)
             cpu = meter.report()
@@ -436,8 +426,8 @@ def section_ttfb(bench: Bench, repeat: int) -> None:
     say(f"\n[2] time to first byte of the {size / MiB:.0f} MiB object (open + read 1 byte, cold)")
     rtt_small = ranged_get_rtt(bench, bench.data.probe, 20)
     rtt_big = ranged_get_rtt(bench, bench.data.big, 5)
-    say(f"  boto3 1-byte ranged GET, small object, ms: {samples([t * 1e3 for t in rtt_small])}")
-    say(f"  boto3 1-byte ranged GET, this object, ms: {samples([t * 1e3 for t in rtt_big])}")
+    say(f"  boto3 1-byte ranged GET, small object, ms: {samples([t * 1e3 for t in rtt_small], 2)}")
+    say(f"  boto3 1-byte ranged GET, this object, ms: {samples([t * 1e3 for t in rtt_big], 2)}")
     ttfb: list[float] = []
     for _ in range(repeat):
         with mounted(bench) as mount:
@@ -626,17 +616,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     wanted = {n for n in (1, 2, 3, 4) if args.only in (None, n)}
-    if BENCH_ROOT.exists():
-        shutil.rmtree(BENCH_ROOT)
-    BENCH_ROOT.mkdir(parents=True)
+    fresh_dir(BENCH_ROOT)
     say(f"fusefs remote benchmark{' (--quick)' if args.quick else ''}; {os.cpu_count()} CPUs")
     start = time.perf_counter()
     s3 = start_s3(BENCH_ROOT / "moto.log")
     bench: Bench | None = None
     try:
-        base_env = isolated_env(BENCH_ROOT / "env")
-        env = aws_env(base_env, s3, BENCH_ROOT)
-        env["FUSEFS_STATE_DIR"] = str(BENCH_ROOT / "fusefs-state")
+        env = aws_env(bench_env(BENCH_ROOT), s3, BENCH_ROOT)
         os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
         repo = RepoBuilder(BENCH_ROOT / "repo", env)
         repo.init()
@@ -658,19 +644,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for number, section in sections.items():
             if number in wanted:
-                t0 = time.perf_counter()
-                section(bench, args.repeat)
-                say(f"  section {number} took {time.perf_counter() - t0:.0f} s")
+                run_section(number, section, bench, args.repeat)
     finally:
-        for mnt in BENCH_ROOT.glob("mounts/*/mnt"):
-            unmount(bench.env if bench is not None else os.environ, mnt)
+        unmount_all(bench.env if bench is not None else os.environ, BENCH_ROOT, "mounts/*/mnt")
         s3.stop()
         print_table(ROWS)
         for line in NOTES:
             say(f"note: {line}")
         say(f"\ntotal {time.perf_counter() - start:.0f} s")
-        if not args.keep and not any(is_mounted(m) for m in BENCH_ROOT.glob("mounts/*/mnt")):
-            shutil.rmtree(BENCH_ROOT, ignore_errors=True)
+        remove_scratch(BENCH_ROOT, "mounts/*/mnt", args.keep)
     return 0
 
 

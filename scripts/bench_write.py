@@ -36,15 +36,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,172 +50,39 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.dvcrepo import RepoBuilder, dvc_bin, isolated_env, run  # noqa: E402
+from benchlib import (  # noqa: E402
+    CHUNK,
+    GiB,
+    KiB,
+    MiB,
+    Row,
+    bench_env,
+    cache_path,
+    daemon_pid,
+    fresh_dir,
+    fusefs_cmd,
+    median,
+    mounted,
+    note,
+    out_md5,
+    print_table,
+    remove_scratch,
+    run_section,
+    samples,
+    say,
+    timed,
+    unmount_all,
+)
+
+from tests.dvcrepo import RepoBuilder, dvc_bin, run  # noqa: E402
 
 BENCH_ROOT = Path("/tmp/fusefs-bench-write")
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
-CHUNK = MiB
 PER_DIR = 100
-
-
-# ---------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class Row:
-    """One comparison: a baseline and a fusefs figure of the same kind."""
-
-    name: str
-    baseline_name: str
-    baseline: float
-    fusefs: float
-    unit: str
-    higher_is_better: bool  # throughput (True) or time (False)
-
-    @property
-    def ratio(self) -> float:
-        if self.higher_is_better:
-            return self.fusefs / self.baseline if self.baseline else float("nan")
-        return self.baseline / self.fusefs if self.fusefs else float("nan")
-
-    @property
-    def ratio_kind(self) -> str:
-        return "fusefs/base thrpt" if self.higher_is_better else "base/fusefs time"
-
-
 ROWS: list[Row] = []
-NOTES: list[str] = []
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def note(msg: str) -> None:
-    NOTES.append(msg)
-    say(f"  note: {msg}")
-
-
-def median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
-
-
-def fmt(value: float, unit: str) -> str:
-    return f"{value:,.3f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
-
-
-def samples(values: Sequence[float], digits: int = 0) -> str:
-    return " ".join(f"{v:.{digits}f}" for v in values)
-
-
-def print_table(rows: Sequence[Row]) -> None:
-    say("")
-    say("ratio = fusefs speed / baseline speed: fusefs throughput / baseline throughput, or")
-    say("baseline time / fusefs time. ratio > 1: fusefs faster; ratio < 1: fusefs slower.")
-    headers = ("measurement", "baseline", "baseline value", "fusefs value", "ratio", "ratio is")
-    table = [
-        (
-            r.name,
-            r.baseline_name,
-            fmt(r.baseline, r.unit),
-            fmt(r.fusefs, r.unit),
-            f"{r.ratio:.3f}",
-            r.ratio_kind,
-        )
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    say(line)
-    say("-" * len(line))
-    for t in table:
-        say("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
-
-
-# ---------------------------------------------------------------------------
-# Mounting
-
-
-def is_mounted(mountpoint: Path) -> bool:
-    """From mountinfo: a stat() of a mount whose daemon is stuck would hang."""
-    target = str(mountpoint).encode()
-    with open("/proc/self/mountinfo", "rb") as info:
-        return any(_unescape(line.split()[4]) == target for line in info)
-
-
-def _unescape(field: bytes) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
-            out.append(int(field[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
-
-
-def fusefs_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fusefs", *args]
-
-
-@contextlib.contextmanager
-def mounted_rw(
-    env: Mapping[str, str], repo: Path, cache: Path, mountpoint: Path
-) -> Iterator[float]:
-    """Mount branch main writable, yield the wall time `fusefs mount` took, always unmount."""
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    try:
-        start = time.perf_counter()
-        run(
-            fusefs_cmd(
-                "mount",
-                "--repo",
-                str(repo),
-                "--rev",
-                "main",
-                "--rw",
-                "--cache-dir",
-                str(cache),
-                str(mountpoint),
-            ),
-            BENCH_ROOT,
-            env,
-        )
-        yield time.perf_counter() - start
-    finally:
-        unmount(env, mountpoint)
-
-
-def unmount(env: Mapping[str, str], mountpoint: Path) -> None:
-    if not is_mounted(mountpoint):
-        return
-    proc = subprocess.run(
-        fusefs_cmd("umount", str(mountpoint)),
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0 and is_mounted(mountpoint):
-        say(f"  fusefs umount failed ({proc.stderr.strip()}); lazy unmount")
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
 
 
 # ---------------------------------------------------------------------------
 # Daemon counters
-
-
-def daemon_pid(env: Mapping[str, str]) -> int | None:
-    records = list((Path(env["FUSEFS_STATE_DIR"]) / "mounts").glob("*.json"))
-    if len(records) != 1:
-        return None
-    pid: int = json.loads(records[0].read_text())["pid"]
-    return pid
 
 
 @dataclass(frozen=True)
@@ -263,12 +128,6 @@ def describe(c: Counters, per: float, what: str) -> str:
 # Helpers
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
 def fs_type(path: Path) -> str:
     proc = subprocess.run(
         ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False
@@ -297,8 +156,7 @@ def new_bench(name: str) -> Bench:
     """Working tree with output ``data/`` (a few files) pushed to a folder remote, then a bare
     clone of it: a writable mount cannot commit to a branch checked out in a working tree."""
     base = BENCH_ROOT / name
-    env = isolated_env(base / "env")
-    env["FUSEFS_STATE_DIR"] = str(base / "fusefs-state")
+    env = bench_env(base)
     repo = RepoBuilder(base / "work", env)
     repo.init()
     remote = base / "remote"
@@ -325,6 +183,11 @@ def checkout(bench: Bench, remote: Path | None = None) -> Path:
         )
     run([dvc_bin(), "pull", "-q"], work, bench.env)
     return work
+
+
+def mounted_rw(bench: Bench) -> contextlib.AbstractContextManager[float]:
+    """Mount branch main writable, yield the wall time `fusefs mount` took, always unmount."""
+    return mounted(bench.env, bench.origin, "main", bench.cache, bench.mnt, BENCH_ROOT, rw=True)
 
 
 # ---------------------------------------------------------------------------
@@ -411,7 +274,7 @@ def section_large(size: int, repeat: int) -> None:
         os.sync()
         base_splits.append(write_big(target, size, seed=i))
         target.unlink()
-        with mounted_rw(bench.env, bench.origin, bench.cache, bench.mnt) as mount_time:
+        with mounted_rw(bench) as mount_time:
             if i == 0:
                 say(f"  mounted in {mount_time:.2f} s")
             pid = daemon_pid(bench.env)
@@ -428,7 +291,7 @@ def section_large(size: int, repeat: int) -> None:
     say(f"  {describe(used, repeat * size / MiB, 'MiB')}")
     for label, splits in (("local", base_splits), ("fusefs", fuse_splits)):
         say(
-            f"  {label:>6} MiB/s: {samples([rate(s) for s in splits])}  "
+            f"  {label:>6} MiB/s: {samples([rate(s) for s in splits], 0)}  "
             f"(write s: {samples([s[0] for s in splits], 2)}; "
             f"fsync+close s: {samples([s[1] for s in splits], 2)})"
         )
@@ -468,7 +331,7 @@ def section_small(count: int, size: int, repeat: int) -> None:
     thread_counts = (1, 8)
     base: dict[int, list[float]] = {t: [] for t in thread_counts}
     fuse: dict[int, list[float]] = {t: [] for t in thread_counts}
-    with mounted_rw(bench.env, bench.origin, bench.cache, bench.mnt) as mount_time:
+    with mounted_rw(bench) as mount_time:
         say(f"  mounted in {mount_time:.2f} s")
         pid = daemon_pid(bench.env)
         used = Counters()
@@ -485,8 +348,8 @@ def section_small(count: int, size: int, repeat: int) -> None:
         rel, data = payloads[-1][-1]
         assert (bench.mnt / "data" / f"t8r{repeat - 1}" / rel).read_bytes() == data
     for threads in thread_counts:
-        say(f"  {threads} thread(s) local  files/s: {samples(base[threads])}")
-        say(f"  {threads} thread(s) fusefs files/s: {samples(fuse[threads])}")
+        say(f"  {threads} thread(s) local  files/s: {samples(base[threads], 0)}")
+        say(f"  {threads} thread(s) fusefs files/s: {samples(fuse[threads], 0)}")
     label = f"{count / 1000:g}k x {size // KiB} KiB create/write/close"
     for threads in thread_counts:
         ROWS.append(
@@ -530,7 +393,7 @@ def section_commit(
     base_times, base_writes, fuse_times, fuse_writes = [], [], [], []
     push_flag = ["--push"] if push else []
     base_cmd = "dvc add + git commit" + (" + dvc push" if push else "")
-    with mounted_rw(bench.env, bench.origin, bench.cache, bench.mnt) as mount_time:
+    with mounted_rw(bench) as mount_time:
         say(f"  mounted in {mount_time:.2f} s")
         run(fusefs_cmd("status", str(bench.mnt)), BENCH_ROOT, bench.env)  # warm
         pid = daemon_pid(bench.env)
@@ -578,19 +441,11 @@ def section_commit(
     ROWS.append(Row(label, base_cmd, median(base_times), median(fuse_times), "s", False))
 
 
-def out_md5(dvcfile: Path) -> str:
-    for line in dvcfile.read_text().splitlines():
-        key, _, value = line.strip().lstrip("- ").partition(": ")
-        if key == "md5":
-            return value.strip()
-    raise ValueError(f"no md5 in {dvcfile}")
-
-
 def drop_object(workspace_file: Path, md5: str, caches: Sequence[Path]) -> None:
     """Delete a committed single-file output's workspace copy and its cached object."""
     workspace_file.unlink()
     for cache in caches:
-        (cache / "files" / "md5" / md5[:2] / md5[2:]).unlink()
+        cache_path(cache, md5).unlink()
 
 
 def folder_payload(count: int, size: int) -> Payload:
@@ -618,9 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep {BENCH_ROOT}")
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
-    if BENCH_ROOT.exists():
-        shutil.rmtree(BENCH_ROOT)
-    BENCH_ROOT.mkdir(parents=True)
+    fresh_dir(BENCH_ROOT)
     big = GiB // scale // CHUNK * CHUNK
     many = 10_000 // scale
     small = 4 * KiB
@@ -661,16 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for number, section in sections.items():
             if args.only in (None, number):
-                t0 = time.perf_counter()
-                section()
-                say(f"  section {number} took {time.perf_counter() - t0:.0f} s")
+                run_section(number, section)
     finally:
-        for mnt in BENCH_ROOT.glob("*/mnt"):
-            unmount(os.environ, mnt)
+        unmount_all(os.environ, BENCH_ROOT, "*/mnt")
         print_table(ROWS)
         say(f"\ntotal {time.perf_counter() - start:.0f} s")
-        if not args.keep and not any(is_mounted(m) for m in BENCH_ROOT.glob("*/mnt")):
-            shutil.rmtree(BENCH_ROOT, ignore_errors=True)
+        remove_scratch(BENCH_ROOT, "*/mnt", args.keep)
     return 0
 
 

@@ -16,7 +16,7 @@ import mmap
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -168,12 +168,16 @@ class FileSystem(ReadOnly):
             await self._ensure_sizes(parent)
         return self.attr(node)
 
-    async def readdir(self, inode: int, start: int) -> list[tuple[bytes, Attr, int]]:
-        """Entries from offset `start`; each comes with the offset of the one after it."""
+    async def readdir(self, inode: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
+        """Entries from offset `start`, each with the offset of the one after it.
+
+        Lazy: the kernel's buffer takes a few hundred entries per request, so a big folder is
+        read in many requests, and each must cost what it returns, not the rest of the folder.
+        """
         directory = await self._expanded(self.tree.node(inode))
         await self._ensure_sizes(directory)
         listing = self.tree.listing(directory)
-        return [(n.name, self.attr(n), i + 1) for i, n in enumerate(listing[start:], start)]
+        return ((listing[i].name, self.attr(listing[i]), i + 1) for i in range(start, len(listing)))
 
     async def readlink(self, inode: int) -> bytes:
         node = self.tree.node(inode)
@@ -319,8 +323,11 @@ class FileSystem(ReadOnly):
         whole output: one listing of the remote then sizes every folder of it (a request per
         thousand objects on S3), where folder by folder would cost a listing or HEADs each.
         """
+        if directory.sized:
+            return
         missing = [n for n in self.tree.listing(directory) if n.size is None and n.obj]
         if not missing:
+            directory.sized = True  # a folder's sizes never change: later listings skip this
             return
         key = directory.inode
         output = self._output_node(directory)

@@ -48,6 +48,7 @@ class Node:
     children: dict[bytes, int] | None = field(default_factory=dict)  # None: not expanded yet
     error: str | None = None  # set when the node cannot be served; operations answer EIO
     _listing: list[Node] | None = None
+    sized: bool = False  # every file directly in this folder has a known size
 
     @property
     def is_dir(self) -> bool:

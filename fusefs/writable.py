@@ -26,7 +26,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -253,18 +253,22 @@ class WritableFileSystem:
             raise FsError(errno.ENOTDIR)
         return inode
 
-    async def readdir(self, inode: int, start: int) -> list[tuple[bytes, Attr, int]]:
+    async def readdir(self, inode: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
         path = self.ids.path(inode)
         await self._prepare(path)
         names = self.overlay.listdir(path, self.base_listing)
-        result = []
-        for i, name in enumerate(names[start:], start):
-            child = join(path, name)
+        return self._entries(path, names, start)
+
+    def _entries(
+        self, path: bytes, names: list[bytes], start: int
+    ) -> Iterator[tuple[bytes, Attr, int]]:
+        """Lazily, as the kernel's buffer takes them (see `FileSystem.readdir`)."""
+        for i in range(start, len(names)):
+            child = join(path, names[i])
             try:
-                result.append((name, self._stat(child), i + 1))
+                yield names[i], self._stat(child), i + 1
             except FsError as exc:
                 log.warning("readdir: %r: %s", child, exc.message)
-        return result
 
     async def readlink(self, inode: int) -> bytes:
         path = self.ids.path(inode)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,15 @@ from tests.mounting import (
 )
 
 pytestmark = [requires_fuse, pytest.mark.mount]
+
+
+def _mount_rev(
+    repo: SampleRepo, rev: str, cache: Path, tmp_path: Path, env: dict[str, str]
+) -> AbstractContextManager[Path]:
+    """`fusefs mount --repo REPO --rev REV --cache-dir CACHE TMP/mnt`."""
+    return mounted(
+        tmp_path / "mnt", "--repo", str(repo.path), "--rev", rev, "--cache-dir", str(cache), env=env
+    )
 
 
 def _same_as_checkout(repo: SampleRepo, rev: str, tmp_path: Path, *args: str) -> None:
@@ -94,16 +104,7 @@ def test_listing_downloads_nothing_and_reading_fetches_only_that(
 ) -> None:
     env = fusefs_env(tmp_path)
     cache = tmp_path / "cache"
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(sample_repo.path),
-        "--rev",
-        "v3",
-        "--cache-dir",
-        str(cache),
-        env=env,
-    ) as mnt:
+    with _mount_rev(sample_repo, "v3", cache, tmp_path, env) as mnt:
         sizes = {str(p.relative_to(mnt)): p.lstat().st_size for p in mnt.rglob("*")}
         assert sizes["data/images/a/b/x.bin"] > 0
         assert all(o.endswith(".dir") for o in cached_objects(cache)), "only manifests listed"
@@ -116,16 +117,7 @@ def test_listing_downloads_nothing_and_reading_fetches_only_that(
 def test_concurrent_readers_share_one_download(sample_repo: SampleRepo, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
     cache = tmp_path / "cache"
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(sample_repo.path),
-        "--rev",
-        "v3",
-        "--cache-dir",
-        str(cache),
-        env=env,
-    ) as mnt:
+    with _mount_rev(sample_repo, "v3", cache, tmp_path, env) as mnt:
         target = mnt / "models/sub/model.pt"
         procs = [subprocess.Popen(["cat", str(target)], stdout=subprocess.PIPE) for _ in range(8)]
         outs = {p.communicate()[0] for p in procs}
@@ -136,16 +128,7 @@ def test_concurrent_readers_share_one_download(sample_repo: SampleRepo, tmp_path
 def test_metadata_stable_inodes_commit_mtime(sample_repo: SampleRepo, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
     commit_time = int(run(["git", "show", "-s", "--format=%ct", "v2^{commit}"], sample_repo.path))
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(sample_repo.path),
-        "--rev",
-        "v2",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        env=env,
-    ) as mnt:
+    with _mount_rev(sample_repo, "v2", tmp_path / "c", tmp_path, env) as mnt:
         first = {p: p.lstat().st_ino for p in mnt.rglob("*")}
         assert len(set(first.values())) == len(first), "inode numbers are unique"
         for path, inode in first.items():
@@ -159,16 +142,7 @@ def test_metadata_stable_inodes_commit_mtime(sample_repo: SampleRepo, tmp_path: 
 
 def test_writes_are_refused_with_erofs(sample_repo: SampleRepo, tmp_path: Path) -> None:
     env = fusefs_env(tmp_path)
-    with mounted(
-        tmp_path / "mnt",
-        "--repo",
-        str(sample_repo.path),
-        "--rev",
-        "v1",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        env=env,
-    ) as mnt:
+    with _mount_rev(sample_repo, "v1", tmp_path / "c", tmp_path, env) as mnt:
         attempts = [
             lambda: (mnt / "new.txt").write_bytes(b"x"),
             lambda: os.open(mnt / "README.md", os.O_RDWR),
